@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin_tools/", include("admin_tools.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("fulfillment.urls")),
+]
