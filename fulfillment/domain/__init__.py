@@ -1,0 +1,1 @@
+"""Pure business logic with no Django imports, testable in microseconds."""
