@@ -1,0 +1,602 @@
+"""docker-compose.yml, Dockerfile and .env.example, checked without a Docker engine.
+
+- the compose file is valid against the Compose Specification's JSON schema
+  (vendored in tests/schemas/, see its README for where it came from);
+- the services are the ones CONTRACT §1 names, wired in the right order, and the
+  worker can be scaled;
+- every command a container runs names something that exists in this project: a
+  Django management command (with arguments its parser accepts) or an importable
+  WSGI application; the files the Dockerfile copies exist;
+- every variable the compose file or .env.example sets is one the settings read.
+
+No database is needed: nothing here requests the ``db`` fixture.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml
+from referencing import Registry, Resource
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+ENV_EXAMPLE = ROOT / ".env.example"
+SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
+
+SERVICES = {"db", "migrate", "web", "worker"}
+APP_SERVICES = ("migrate", "web", "worker")
+
+# CONTRACT §2, which .env.example must document in full.
+CONTRACT_VARIABLES = frozenset(
+    {
+        "DATABASE_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "FULFILMENT_API_TOKEN",
+        "TIME_ZONE",
+        "DJANGO_SECRET_KEY",
+        "DJANGO_DEBUG",
+        "DJANGO_ALLOWED_HOSTS",
+    }
+)
+# Every variable the settings read: a name set in the compose file or .env.example
+# must be one of these, so a typo fails here instead of being silently ignored.
+# test_known_variables_are_read_by_the_settings keeps this list honest.
+SETTINGS_VARIABLES = CONTRACT_VARIABLES | {
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "WORKER_CONCURRENCY",
+    "DJANGO_SECURE_COOKIES",
+}
+
+_ENV_ASSIGNMENT = re.compile(r"^\s*(?:#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+_INTERPOLATION = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)[^}]*\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+# --- loading -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    with COMPOSE_FILE.open(encoding="utf-8") as handle:
+        document = yaml.safe_load(handle)
+    assert isinstance(document, dict), "docker-compose.yml is not a mapping"
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = compose["services"]
+    return services
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def django_ready() -> None:
+    """Django's app registry, without a database (pytest-django has usually done it)."""
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kcproject.settings")
+        django.setup()
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """The validator of the draft the schema declares; every $ref stays inside it."""
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    registry: Registry[Any] = Registry().with_resource(
+        schema.get("$id", "compose_spec.json"), Resource.from_contents(schema)
+    )
+    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def _schema_errors(schema: dict[str, Any], document: Any) -> list[str]:
+    errors = _validator(schema).iter_errors(document)
+    return sorted(
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in errors
+    )
+
+
+def _argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends in a line continuation"
+    return instructions
+
+
+def _exec_form(arguments: str) -> list[str]:
+    if arguments.startswith("["):
+        parsed = json.loads(arguments)
+        assert all(isinstance(part, str) for part in parsed), arguments
+        return list(parsed)
+    return shlex.split(arguments)
+
+
+def _dockerfile_cmd() -> list[str]:
+    cmds = [args for keyword, args in _dockerfile_instructions() if keyword == "CMD"]
+    assert cmds, "the Dockerfile has no CMD"
+    return _exec_form(cmds[-1])
+
+
+def _effective_command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    return _argv(command) if command is not None else _dockerfile_cmd()
+
+
+def _seconds(duration: str) -> float:
+    parts = _DURATION_PART.findall(duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, (
+        f"{duration!r} is not a Compose duration such as 30s or 1m30s"
+    )
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def _dockerignore_patterns() -> list[str]:
+    if not DOCKERIGNORE.exists():
+        return []
+    lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def _dockerignored(relative: str) -> bool:
+    """Whether .dockerignore keeps `relative` (or a folder above it) out of builds."""
+    parts = relative.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in _dockerignore_patterns():
+        negated = pattern.startswith("!")
+        body = pattern.lstrip("!").strip("/")
+        candidates = prefixes
+        if body.startswith("**/"):
+            body = body[3:]
+            candidates = [*prefixes, *parts]
+        if any(fnmatch.fnmatchcase(c, body) for c in candidates):
+            ignored = not negated
+    return ignored
+
+
+# --- (1) the Compose Specification ------------------------------------------------
+
+
+def test_vendored_schema_is_the_compose_specification(schema: dict[str, Any]) -> None:
+    assert schema["title"] == "Compose Specification"
+    assert "$schema" in schema, "the schema must declare its JSON Schema draft"
+    external = sorted({ref for ref in _refs(schema) if not ref.startswith("#")})
+    assert not external, f"the schema refers outside itself: {external}"
+    conditions = schema["$defs"]["workload_spec"]["properties"]["depends_on"]
+    assert "service_completed_successfully" in json.dumps(conditions)
+    assert '"required"' in json.dumps(schema["$defs"]["env_file"])
+
+
+def test_compose_file_is_valid_against_the_compose_specification(
+    schema: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    errors = _schema_errors(schema, compose)
+    assert not errors, "docker-compose.yml breaks the Compose Specification:\n" + (
+        "\n".join(errors)
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "key", "value"),
+    [
+        ("worker", "replicas_typo", 4),
+        ("web", "depends_on", {"migrate": {"condition": "service_finished"}}),
+        ("migrate", "env_file", [{"required": False}]),
+        ("db", "healthcheck", {"test": ["CMD", "true"], "interval": 5}),
+    ],
+)
+def test_the_schema_check_catches_mistakes(
+    schema: dict[str, Any],
+    compose: dict[str, Any],
+    service: str,
+    key: str,
+    value: Any,
+) -> None:
+    """The validator really applies the schema (nested refs, unknown keys, enums)."""
+    broken = json.loads(json.dumps(compose))
+    broken["services"][service][key] = value
+    assert _schema_errors(schema, broken)
+
+
+# --- (2) services and their order --------------------------------------------------
+
+
+def test_services_are_db_migrate_web_worker(services: dict[str, Any]) -> None:
+    assert set(services) == SERVICES
+
+
+def test_db_is_postgres_16_with_a_healthcheck_and_a_named_volume(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    db = services["db"]
+    assert db["image"].split(":")[0] == "postgres"
+    assert db["image"].split(":")[1].split(".")[0] == "16"
+    test = _argv(db["healthcheck"]["test"])
+    assert test[0] in {"CMD", "CMD-SHELL"}
+    assert "pg_isready" in " ".join(test[1:])
+    volume_sources = [str(v).split(":")[0] for v in db.get("volumes", [])]
+    named = [
+        source for source in volume_sources if source in compose.get("volumes", {})
+    ]
+    assert named, "the database must keep its data in a named volume"
+
+
+def test_migrate_is_one_shot_after_the_database_is_healthy(
+    services: dict[str, Any],
+) -> None:
+    migrate = services["migrate"]
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert migrate.get("restart") == "no"
+    assert _argv(migrate["command"])[:3] == ["python", "manage.py", "migrate"]
+    assert "seed_demo" not in " ".join(_argv(migrate["command"]))
+
+
+@pytest.mark.parametrize("name", ["web", "worker"])
+def test_web_and_worker_wait_for_migrate_to_complete(
+    services: dict[str, Any], name: str
+) -> None:
+    depends_on = services[name]["depends_on"]
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_app_services_share_one_image_configured_from_env(
+    services: dict[str, Any],
+) -> None:
+    images = {services[name]["image"] for name in APP_SERVICES}
+    builds = {
+        json.dumps(services[name]["build"], sort_keys=True) for name in APP_SERVICES
+    }
+    assert len(images) == 1 and len(builds) == 1, "migrate, web and worker differ"
+    for name in APP_SERVICES:
+        service = services[name]
+        env_files = service["env_file"]
+        assert any(
+            (entry == ".env") or (isinstance(entry, dict) and entry["path"] == ".env")
+            for entry in (env_files if isinstance(env_files, list) else [env_files])
+        ), f"{name} does not read .env"
+        url = service["environment"]["DATABASE_URL"]
+        assert re.match(r"postgres(ql)?://[^@/]+@db(:5432)?/", url), (
+            f"{name}'s DATABASE_URL does not point at the db service: {url}"
+        )
+
+
+def test_worker_can_be_scaled(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker, "a fixed container name prevents --scale"
+    assert "ports" not in worker, "a published host port prevents --scale"
+    assert "scale" not in worker
+    assert "replicas" not in worker.get("deploy", {})
+
+
+def test_web_publishes_port_8000_and_checks_healthz(services: dict[str, Any]) -> None:
+    web = services["web"]
+    assert "8000:8000" in [str(port) for port in web["ports"]]
+    test = _argv(web["healthcheck"]["test"])
+    assert test[0] == "CMD" and test[1].startswith("python"), (
+        "the slim image has no curl: probe with python"
+    )
+    code = test[test.index("-c") + 1]
+    ast.parse(code)  # the probe itself must at least be valid Python
+    assert "http://127.0.0.1:8000/healthz" in code
+
+
+def test_stop_grace_periods_outlast_graceful_shutdowns(
+    services: dict[str, Any], django_ready: None
+) -> None:
+    from django.conf import settings
+
+    worker = services["worker"]
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    options = _manage_py_options(_argv(worker["command"]))
+    worker_timeout = float(
+        getattr(options, "shutdown_graceful_timeout", None)
+        or settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
+    )
+    assert _seconds(worker["stop_grace_period"]) > worker_timeout
+
+    web = services["web"]
+    gunicorn_timeout = _gunicorn_options(_effective_command(web)).graceful_timeout
+    assert _seconds(web.get("stop_grace_period", "10s")) > float(gunicorn_timeout or 30)
+
+
+# --- (3) every command names something that exists ----------------------------
+
+
+def _manage_py_options(argv: list[str]) -> Any:
+    """Parse `python manage.py NAME ARGS` with the command's own parser."""
+    from django.core.management import CommandError, get_commands, load_command_class
+
+    assert argv[:2] == ["python", "manage.py"], argv
+    assert (ROOT / "manage.py").is_file()
+    name, arguments = argv[2], argv[3:]
+    commands = get_commands()
+    assert name in commands, f"`manage.py {name}` is not a management command"
+    command = load_command_class(commands[name], name)
+    parser = command.create_parser("manage.py", name)
+    try:
+        return parser.parse_args(arguments)
+    except (CommandError, SystemExit) as error:
+        pytest.fail(f"`manage.py {name}` refuses {arguments}: {error}")
+
+
+def _gunicorn_options(argv: list[str]) -> Any:
+    from gunicorn.config import Config  # type: ignore[import-untyped]
+
+    assert argv[0] == "gunicorn", argv
+    parser = Config(prog="gunicorn").parser()
+    try:
+        return parser.parse_args(argv[1:])
+    except SystemExit:
+        pytest.fail(f"gunicorn refuses {argv[1:]}")
+
+
+def _check_gunicorn(argv: list[str]) -> None:
+    options = _gunicorn_options(argv)
+    assert len(options.args) == 1, f"gunicorn needs one APP_MODULE: {argv}"
+    module_name, _, attribute = options.args[0].partition(":")
+    module = importlib.import_module(module_name)
+    assert hasattr(module, attribute or "application"), options.args[0]
+    assert options.bind == ["0.0.0.0:8000"], "listen on every interface, port 8000"
+    assert options.accesslog == "-", "access log to stdout"
+
+
+def _check_command(argv: list[str]) -> None:
+    if argv[:2] == ["python", "manage.py"]:
+        _manage_py_options(argv)
+    elif argv[0] == "gunicorn":
+        _check_gunicorn(argv)
+    else:
+        pytest.fail(f"no check knows what {argv[0]!r} is: {argv}")
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_service_command_names_something_that_exists(
+    services: dict[str, Any], django_ready: None, name: str
+) -> None:
+    _check_command(_effective_command(services[name]))
+
+
+def test_worker_runs_the_procrastinate_worker(
+    services: dict[str, Any], django_ready: None
+) -> None:
+    argv = _argv(services["worker"]["command"])
+    assert argv[2:4] == ["procrastinate", "worker"]
+    assert _manage_py_options(argv).command == "worker"
+
+
+def test_web_runs_gunicorn(services: dict[str, Any]) -> None:
+    assert _effective_command(services["web"])[0] == "gunicorn"
+
+
+def test_commands_the_compose_file_tells_people_to_run_exist(
+    django_ready: None,
+) -> None:
+    from django.core.management import get_commands
+
+    mentioned = set(re.findall(r"manage\.py\s+([a-z_]+)", COMPOSE_FILE.read_text()))
+    assert mentioned, "docker-compose.yml runs no manage.py command"
+    unknown = sorted(mentioned - set(get_commands()))
+    assert not unknown, f"docker-compose.yml mentions unknown commands {unknown}"
+
+
+def test_dockerfile_cmd_names_something_that_exists(django_ready: None) -> None:
+    cmd = _dockerfile_cmd()
+    assert cmd[0] == "gunicorn"
+    _check_command(cmd)
+
+
+def test_healthz_is_a_url_of_the_project(django_ready: None) -> None:
+    from django.urls import Resolver404, resolve
+
+    for path in ("/healthz", "/healthz/"):
+        try:
+            resolve(path)
+        except Resolver404:
+            continue
+        return
+    pytest.fail("/healthz, which the web healthcheck probes, is not routed")
+
+
+def test_dockerfile_builds_a_non_root_python_311_slim_image() -> None:
+    instructions = _dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    froms = [args for keyword, args in instructions if keyword == "FROM"]
+    assert froms == ["python:3.11-slim"]
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert keywords.index("USER") < keywords.index("CMD")
+    assert ("EXPOSE", "8000") in instructions
+
+
+def test_dockerfile_copies_and_installs_files_that_exist() -> None:
+    workdir = PurePosixPath("/")
+    copied: set[PurePosixPath] = set()  # where files land in the image
+    for keyword, arguments in _dockerfile_instructions():
+        if keyword == "WORKDIR":
+            workdir = workdir / arguments
+        if keyword in {"COPY", "ADD"}:
+            parts = [p for p in _exec_form(arguments) if not p.startswith("--")]
+            sources, target = parts[:-1], workdir / parts[-1]
+            into_folder = parts[-1].endswith("/") or len(sources) > 1
+            for source in sources:
+                assert (ROOT / source).exists(), f"{keyword} {source}: no such file"
+                if source == ".":
+                    copied.add(target)
+                    continue
+                assert not _dockerignored(source), (
+                    f"{keyword} {source}: excluded by .dockerignore"
+                )
+                copied.add(
+                    target / PurePosixPath(source).name if into_folder else target
+                )
+        if keyword == "RUN" and "pip install" in arguments:
+            assert "--no-cache-dir" in arguments
+            for requirement in re.findall(r"-r\s+(\S+)", arguments):
+                installed = workdir / requirement
+                assert any(
+                    installed == place or place in installed.parents for place in copied
+                ), f"{requirement} is installed before it is copied into the image"
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert re.search(r"^gunicorn\b", requirements, re.MULTILINE), (
+        "the image runs gunicorn: requirements.txt must install it"
+    )
+    for needed in ("manage.py", "kcproject", "fulfillment", "admin_ui"):
+        assert (ROOT / needed).exists(), needed
+        assert not _dockerignored(needed), f".dockerignore leaves out {needed}"
+    for private in (".env", ".venv", ".data", ".git"):
+        assert _dockerignored(private), f".dockerignore must leave out {private}"
+
+
+# --- (4) variables -----------------------------------------------------------------
+
+
+def _env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = _ENV_ASSIGNMENT.match(line)
+        if match:
+            values[match.group(1)] = match.group(2).strip()
+    return values
+
+
+def test_known_variables_are_read_by_the_settings() -> None:
+    sources = "\n".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "kcproject").glob("*.py")
+    )
+    unread = sorted(
+        name
+        for name in SETTINGS_VARIABLES
+        if f'"{name}"' not in sources and f"'{name}'" not in sources
+    )
+    assert not unread, f"kcproject's settings no longer read {unread}"
+
+
+def test_compose_sets_and_interpolates_only_known_variables(
+    services: dict[str, Any],
+) -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("$$", "")
+    interpolated = {
+        match.group("braced") or match.group("bare")
+        for match in _INTERPOLATION.finditer(text)
+    }
+    unknown = sorted(interpolated - SETTINGS_VARIABLES)
+    assert not unknown, f"docker-compose.yml interpolates unknown variables {unknown}"
+    for name in APP_SERVICES:
+        environment = services[name].get("environment", {})
+        keys = (
+            {item.split("=", 1)[0] for item in environment}
+            if isinstance(environment, list)
+            else set(environment)
+        )
+        assert keys <= SETTINGS_VARIABLES, (
+            f"{name} sets variables the settings do not read: "
+            f"{sorted(keys - SETTINGS_VARIABLES)}"
+        )
+
+
+def test_env_example_documents_every_variable_and_only_known_ones() -> None:
+    names = set(_env_example())
+    assert not names - SETTINGS_VARIABLES, (
+        f".env.example sets unknown variables {sorted(names - SETTINGS_VARIABLES)}"
+    )
+    missing = (CONTRACT_VARIABLES | {"LOG_FORMAT"}) - names
+    assert not missing, f".env.example does not document {sorted(missing)}"
+
+
+def test_env_example_holds_no_real_secrets() -> None:
+    values = _env_example()
+    assert values["STRIPE_WEBHOOK_SECRET"].startswith("whsec_dev_")
+    for name in ("DJANGO_SECRET_KEY", "FULFILMENT_API_TOKEN"):
+        assert "dev" in values[name].lower(), f"{name} must be an obvious dev value"
+    assert not re.search(r"sk_(live|test)_|rk_live_", ENV_EXAMPLE.read_text())
+
+
+def test_settings_accept_env_example_with_the_compose_database(
+    services: dict[str, Any],
+) -> None:
+    """Load the settings in a fresh interpreter from .env.example plus compose's
+    environment, as a container would: every value parses, and the database is the
+    `db` service with its credentials."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    env.update({k: v for k, v in _env_example().items() if v})
+    env.update({k: str(v) for k, v in services["web"]["environment"].items()})
+    env["DJANGO_SETTINGS_MODULE"] = "kcproject.settings"
+    script = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        "db = settings.DATABASES['default']; "
+        "print(json.dumps({k: db.get(k) for k in ('HOST', 'PORT', 'NAME', 'USER', "
+        "'PASSWORD')} | {'TIME_ZONE': settings.TIME_ZONE}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    postgres = services["db"]["environment"]
+    assert loaded["HOST"] == "db"
+    assert int(loaded["PORT"] or 5432) == 5432
+    assert loaded["NAME"] == postgres["POSTGRES_DB"]
+    assert loaded["USER"] == postgres["POSTGRES_USER"]
+    assert loaded["PASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    assert loaded["TIME_ZONE"] == _env_example()["TIME_ZONE"]
