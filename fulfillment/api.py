@@ -1,0 +1,83 @@
+"""The JSON API (CONTRACT §3): bearer-token reads for the app and support tools."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from fulfillment import selectors
+from fulfillment.services import cache
+
+View = Callable[..., JsonResponse]
+
+
+def token_required(view: View) -> View:
+    """401 unless ``Authorization: Bearer <FULFILMENT_API_TOKEN>``; the token is
+    compared in constant time."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expected = settings.FULFILMENT_API_TOKEN.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), expected
+        ):
+            response = JsonResponse(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="fulfilment"'
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _not_found(what: str) -> JsonResponse:
+    return JsonResponse({"error": "not_found", "detail": f"no {what}"}, status=404)
+
+
+@require_GET
+@token_required
+def purchase_detail(request: HttpRequest, purchase_id: uuid.UUID) -> JsonResponse:
+    detail = selectors.purchase_detail(purchase_id=purchase_id)
+    if detail is None:
+        return _not_found(f"purchase {purchase_id}")
+    return JsonResponse(detail)
+
+
+@require_GET
+@token_required
+def student_learnings(request: HttpRequest, student_id: uuid.UUID) -> JsonResponse:
+    learnings = cache.learnings_get(student_id=student_id)
+    if learnings is None:
+        return _not_found(f"student {student_id}")
+    return JsonResponse(learnings)
+
+
+@require_GET
+@token_required
+def payment_trace(request: HttpRequest, reference: str) -> JsonResponse:
+    trace = selectors.payment_trace(reference=reference)
+    if trace is None:
+        return _not_found(f"payment or purchase {reference[:100]!r}")
+    return JsonResponse(trace)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    from fulfillment.health import health_checks
+
+    checks = health_checks()
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "failing", "checks": checks},
+        status=200 if healthy else 503,
+    )

@@ -1,0 +1,380 @@
+"""The fulfilment domain: catalogue, payments, purchases, allocations, sessions.
+
+Invariants live in the database, not only in code: one payment per PaymentIntent,
+one purchase per payment, one active allocation per purchase, one session per
+(purchase, sequence), and no two overlapping reservations of one trainer
+(an exclusion constraint over half-open time ranges, with ``btree_gist``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.contrib.postgres.fields import (
+    ArrayField,
+    DateTimeRangeField,
+    RangeOperators,
+)
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Course(models.Model):
+    class Mode(models.TextChoices):
+        HOME = "home", "Home visit"
+        ONLINE = "online", "Online"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    title = models.CharField(max_length=200)
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Trainer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    courses = models.ManyToManyField(Course, related_name="trainers", blank=True)
+    latitude = models.FloatField()
+    longitude = models.FloatField()
+    max_travel_km = models.FloatField()
+    max_active_students = models.PositiveIntegerField()
+    # 0 is Monday, 6 is Sunday (CONTRACT §5).
+    weekdays = ArrayField(models.PositiveSmallIntegerField())
+    work_start = models.TimeField()
+    work_end = models.TimeField()
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="trainer_latitude_range",
+                condition=Q(latitude__gte=-90, latitude__lte=90),
+            ),
+            models.CheckConstraint(
+                name="trainer_longitude_range",
+                condition=Q(longitude__gte=-180, longitude__lte=180),
+            ),
+            models.CheckConstraint(
+                name="trainer_travel_not_negative", condition=Q(max_travel_km__gte=0)
+            ),
+            models.CheckConstraint(
+                name="trainer_weekdays_valid",
+                condition=Q(weekdays__contained_by=[0, 1, 2, 3, 4, 5, 6]),
+            ),
+            models.CheckConstraint(
+                name="trainer_work_hours_ordered",
+                condition=Q(work_start__lt=models.F("work_end")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Student(models.Model):
+    """Created on first sight from payment metadata; the id is the app's."""
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True, max_length=254)
+    # Bumped in the same transaction as every change to the student's purchases,
+    # allocations or sessions: cached learnings are keyed by it (services/cache.py).
+    learnings_version = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Payment(models.Model):
+    """A succeeded PaymentIntent. Money taken is never dropped: if its metadata
+    cannot become a purchase, the payment is kept with ``attention_reason``."""
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        REFUNDED = "refunded", "Refunded"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    payment_intent = models.CharField(max_length=255, unique=True)
+    amount = models.BigIntegerField(help_text="In the currency's minor units.")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.SUCCEEDED
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    raw_event = models.JSONField()
+    attention_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                name="payment_needs_attention",
+                fields=["created_at"],
+                condition=~Q(attention_reason=""),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.payment_intent
+
+
+class WebhookDelivery(models.Model):
+    """Every authentic delivery of a handled event type, with what we answered."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        DUPLICATE = "duplicate", "Duplicate"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+        REFUNDED = "refunded", "Refunded"
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=255, db_index=True)
+    event_type = models.CharField(max_length=100)
+    payment_intent = models.CharField(max_length=255, db_index=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    detail = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"
+
+
+class Purchase(models.Model):
+    class Status(models.TextChoices):
+        ALLOCATION_PENDING = "allocation_pending", "Trainer allocation pending"
+        WAITLISTED = "waitlisted", "Waitlisted"
+        ALLOCATED = "allocated", "Allocated"
+        REFUNDED = "refunded", "Refunded"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+    class DeliveryMode(models.TextChoices):
+        WEEKDAY_DAILY = "WEEKDAY_DAILY", "Monday to Friday"
+        SUNDAY_ONLY = "SUNDAY_ONLY", "Sundays"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    payment = models.OneToOneField(
+        Payment, on_delete=models.PROTECT, related_name="purchase"
+    )
+    student = models.ForeignKey(
+        Student, on_delete=models.PROTECT, related_name="purchases"
+    )
+    course = models.ForeignKey(
+        Course, on_delete=models.PROTECT, related_name="purchases"
+    )
+    total_sessions = models.PositiveSmallIntegerField()
+    delivery_mode = models.CharField(max_length=20, choices=DeliveryMode.choices)
+    start_date = models.DateField()
+    time_slot = models.TimeField(help_text="Wall-clock time in TIME_ZONE.")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.ALLOCATION_PENDING
+    )
+    status_reason = models.TextField(blank=True)
+    trainer = models.ForeignKey(
+        Trainer,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="purchases",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    allocated_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                name="purchase_total_sessions_allowed",
+                condition=Q(total_sessions__in=[10, 20, 30]),
+            ),
+            models.CheckConstraint(
+                name="purchase_allocated_has_trainer",
+                condition=~Q(status="allocated") | Q(trainer__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.course_id} for {self.student_id}"
+
+
+class TrainerAllocation(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        RELEASED = "released", "Released"
+        COMPLETED = "completed", "Completed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    purchase = models.ForeignKey(
+        Purchase, on_delete=models.PROTECT, related_name="allocations"
+    )
+    trainer = models.ForeignKey(
+        Trainer, on_delete=models.PROTECT, related_name="allocations"
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.ACTIVE
+    )
+    # Empty for automatic allocations; the operator's username otherwise.
+    assigned_by = models.CharField(max_length=150, blank=True)
+    override_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["trainer", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                name="one_active_allocation_per_purchase",
+                fields=["purchase"],
+                condition=Q(status="active"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trainer_id} for {self.purchase_id}"
+
+
+class Reservation(models.Model):
+    """The trainer's time for one session of an allocation's schedule."""
+
+    id = models.BigAutoField(primary_key=True)
+    trainer = models.ForeignKey(
+        Trainer, on_delete=models.PROTECT, related_name="reservations"
+    )
+    allocation = models.ForeignKey(
+        TrainerAllocation, on_delete=models.CASCADE, related_name="reservations"
+    )
+    sequence = models.PositiveSmallIntegerField()
+    # Half-open [start, end): 15:00-16:00 and 16:00-17:00 do not clash.
+    during = DateTimeRangeField()
+
+    class Meta:
+        ordering = ["during"]
+        constraints = [
+            ExclusionConstraint(
+                name="reservation_no_trainer_overlap",
+                expressions=[
+                    ("trainer", RangeOperators.EQUAL),
+                    ("during", RangeOperators.OVERLAPS),
+                ],
+            ),
+            models.UniqueConstraint(
+                name="reservation_one_per_sequence",
+                fields=["allocation", "sequence"],
+            ),
+        ]
+
+
+class TutoringSession(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    purchase = models.ForeignKey(
+        Purchase, on_delete=models.PROTECT, related_name="sessions"
+    )
+    trainer = models.ForeignKey(
+        Trainer, on_delete=models.PROTECT, related_name="sessions"
+    )
+    sequence = models.PositiveSmallIntegerField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.SCHEDULED
+    )
+
+    class Meta:
+        ordering = ["purchase", "sequence"]
+        indexes = [models.Index(fields=["status", "ends_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                name="one_session_per_purchase_sequence",
+                fields=["purchase", "sequence"],
+            ),
+            models.CheckConstraint(
+                name="session_ends_after_start",
+                condition=Q(ends_at__gt=models.F("starts_at")),
+            ),
+        ]
+
+
+class TraceEvent(models.Model):
+    """The durable story of one payment: state changes, healing, operator actions.
+
+    Job rows are pruned after a while; these rows are not.
+    """
+
+    class Kind(models.TextChoices):
+        STATE_CHANGE = "state_change", "State change"
+        OPERATOR_ACTION = "operator_action", "Operator action"
+        HEALING = "healing", "Healing"
+
+    id = models.BigAutoField(primary_key=True)
+    payment = models.ForeignKey(
+        Payment, on_delete=models.CASCADE, related_name="trace_events"
+    )
+    purchase = models.ForeignKey(
+        Purchase,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="trace_events",
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # "system", a task name, or the operator's username.
+    actor = models.CharField(max_length=150)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["payment", "created_at"])]
+
+
+
+class JobFailure(models.Model):
+    """One failed attempt of a job, with its error: procrastinate keeps no error
+    text, and prunes finished jobs; the trace and the dashboard read these."""
+
+    id = models.BigAutoField(primary_key=True)
+    job_id = models.BigIntegerField(db_index=True)
+    task_name = models.CharField(max_length=200)
+    attempt = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True)
+    error_type = models.CharField(max_length=200)
+    error_message = models.TextField()
+    purchase_id = models.UUIDField(null=True, blank=True, db_index=True)
+    failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-failed_at"]

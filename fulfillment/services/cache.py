@@ -1,0 +1,71 @@
+"""The app's cached views: a student's learnings.
+
+Cache keys carry ``Student.learnings_version``, which every change to the
+student's purchases, allocations or sessions bumps in its own transaction. A
+reader that sees version *v* can therefore only ever be served a payload computed
+at or after *v*: invalidation is exactly as transactional as the change itself,
+and a slow refresh can never overwrite a newer payload with an older one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import F
+
+from fulfillment import queueing
+from fulfillment.models import Student
+
+logger = logging.getLogger(__name__)
+
+
+def learnings_cache_key(*, student_id: uuid.UUID, version: int) -> str:
+    return f"learnings:v1:{student_id}:{version}"
+
+
+def learnings_invalidate(*, student_id: uuid.UUID) -> None:
+    """Bump the student's version and defer a refresh (coalesced per student),
+    in the caller's transaction."""
+    from fulfillment import tasks
+
+    Student.objects.filter(pk=student_id).update(
+        learnings_version=F("learnings_version") + 1
+    )
+    queueing.defer(
+        tasks.refresh_learnings,
+        queueing_lock=f"learnings:{student_id}",
+        student_id=str(student_id),
+    )
+
+
+def learnings_get(*, student_id: uuid.UUID) -> dict[str, Any] | None:
+    """The student's learnings, from the cache when fresh; computed and cached
+    otherwise. ``None`` when the student is unknown."""
+    from fulfillment import selectors
+
+    version = (
+        Student.objects.filter(pk=student_id)
+        .values_list("learnings_version", flat=True)
+        .first()
+    )
+    if version is None:
+        return None
+    key = learnings_cache_key(student_id=student_id, version=version)
+    payload: dict[str, Any] | None = cache.get(key)
+    if payload is None:
+        payload = selectors.student_learnings(student_id=student_id)
+        cache.set(key, payload)
+    return payload
+
+
+def learnings_refresh(*, student_id: uuid.UUID) -> dict[str, Any] | None:
+    """Compute and cache the learnings for the student's current version.
+
+    Idempotent; safe to run concurrently with changes (see the module docstring).
+    """
+    payload = learnings_get(student_id=student_id)
+    logger.info("learnings refreshed", extra={"student_id": str(student_id)})
+    return payload

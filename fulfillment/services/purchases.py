@@ -1,0 +1,319 @@
+"""Stage 1: a Stripe event becomes a payment, a purchase and the allocation job.
+
+``stripe_event_process`` is the one service the webhook view calls. Each handled
+event is processed in one transaction: the delivery record, the payment, the
+purchase and the next job commit together or not at all. Duplicates are caught by
+the unique PaymentIntent id, so even concurrent deliveries make one purchase.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from fulfillment import queueing
+from fulfillment.domain.metadata import (
+    MetadataError,
+    PurchaseRequest,
+    parse_purchase_metadata,
+    require_location,
+)
+from fulfillment.models import (
+    Course,
+    Payment,
+    Purchase,
+    Student,
+    TraceEvent,
+    WebhookDelivery,
+)
+from fulfillment.services import allocation, cache
+from fulfillment.services.trace import purchase_transition, trace_record
+
+logger = logging.getLogger(__name__)
+
+STRIPE_ACTOR = "stripe"
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """What to answer Stripe: an HTTP status and a JSON body."""
+
+    http_status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class MalformedEvent(ValueError):
+    """Authentic, but not a Stripe event we can read."""
+
+
+def stripe_event_process(*, event: object) -> WebhookOutcome:
+    """Handle one authentic Stripe event (already signature-checked)."""
+    try:
+        event_id, event_type, data_object = _envelope(event)
+        handler = _HANDLERS.get(event_type)
+        if handler is None:
+            logger.info("stripe event ignored", extra={"event_type": event_type})
+            return WebhookOutcome(200, {"status": "ignored"})
+        return handler(event_id, event, data_object)
+    except MalformedEvent as error:
+        return WebhookOutcome(400, {"error": "malformed_payload", "detail": str(error)})
+
+
+def _payment_succeeded(
+    event_id: str, event: object, intent: Mapping[str, Any]
+) -> WebhookOutcome:
+    payment_intent = _text(intent, "id", prefix="pi_")
+    amount = intent.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise MalformedEvent("data.object.amount must be a non-negative integer")
+    currency = _text(intent, "currency")
+    if len(currency) != 3 or not currency.isalpha():
+        raise MalformedEvent("data.object.currency must be a 3-letter ISO code")
+    metadata = intent.get("metadata")
+    stored_metadata = metadata if isinstance(metadata, dict) else {}
+    with transaction.atomic():
+        payment, created = Payment.objects.get_or_create(
+            payment_intent=payment_intent,
+            defaults={
+                "amount": amount,
+                "currency": currency.lower(),
+                "metadata": stored_metadata,
+                "raw_event": event,
+            },
+        )
+        if not created:
+            purchase_id = (
+                Purchase.objects.filter(payment=payment)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            _delivery(event_id, "payment_intent.succeeded", payment_intent, "duplicate")
+            body: dict[str, Any] = {
+                "status": "duplicate",
+                "purchase_id": str(purchase_id) if purchase_id else None,
+            }
+            if payment.attention_reason:
+                body["reason"] = payment.attention_reason
+            return WebhookOutcome(200, body)
+        try:
+            purchase = purchase_create_from_payment(payment=payment, actor=STRIPE_ACTOR)
+        except MetadataError as error:
+            payment_flag(payment=payment, reason=str(error), actor=STRIPE_ACTOR)
+            _delivery(
+                event_id,
+                "payment_intent.succeeded",
+                payment_intent,
+                "needs_attention",
+                detail=str(error),
+            )
+            return WebhookOutcome(
+                200, {"status": "needs_attention", "reason": str(error)}
+            )
+        _delivery(event_id, "payment_intent.succeeded", payment_intent, "accepted")
+        return WebhookOutcome(
+            200, {"status": "accepted", "purchase_id": str(purchase.pk)}
+        )
+
+
+def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
+    """Turn a payment's metadata into a purchase and defer its allocation.
+
+    Raises ``MetadataError`` (naming the field) when the metadata cannot be used;
+    the caller decides whether to flag the payment. Runs in the caller's
+    transaction; the payment must have no purchase yet.
+    """
+    from fulfillment import tasks
+
+    request = parse_purchase_metadata(payment.metadata)
+    course = Course.objects.filter(pk=request.course_id).first()
+    if course is None:
+        raise MetadataError(
+            "course_id", f"no course {request.course_id} in the catalogue"
+        )
+    if course.mode == Course.Mode.HOME:
+        require_location(request)
+    student = _student(request)
+    refunded_already = WebhookDelivery.objects.filter(
+        payment_intent=payment.payment_intent, event_type="charge.refunded"
+    ).exists()
+    purchase = Purchase.objects.create(
+        payment=payment,
+        student=student,
+        course=course,
+        total_sessions=request.total_sessions,
+        delivery_mode=request.delivery_mode.value,
+        start_date=request.start_date,
+        time_slot=request.time_slot,
+        latitude=request.latitude,
+        longitude=request.longitude,
+        status_reason="Waiting for the allocation job.",
+    )
+    trace_record(
+        payment=payment,
+        purchase=purchase,
+        kind=TraceEvent.Kind.STATE_CHANGE,
+        actor=actor,
+        message=f"Purchase of {course.title} recorded; trainer allocation pending.",
+        to_status=purchase.status,
+    )
+    if refunded_already:
+        # Stripe does not promise order: the refund came first, so the purchase is
+        # born cancelled and nothing is allocated.
+        payment.status = Payment.Status.REFUNDED
+        payment.save(update_fields=["status", "updated_at"])
+        purchase_transition(
+            purchase=purchase,
+            to_status=Purchase.Status.REFUNDED,
+            reason="Refunded before the payment was processed.",
+            actor=actor,
+        )
+        return purchase
+    cache.learnings_invalidate(student_id=student.pk)
+    queueing.defer(tasks.allocate_trainer, purchase_id=str(purchase.pk))
+    logger.info(
+        "purchase recorded",
+        extra={"purchase_id": str(purchase.pk), "payment_intent": payment.payment_intent},
+    )
+    return purchase
+
+
+def payment_flag(*, payment: Payment, reason: str, actor: str) -> Payment:
+    """Keep a payment whose metadata cannot become a purchase, for operators."""
+    payment.attention_reason = reason
+    payment.save(update_fields=["attention_reason", "updated_at"])
+    trace_record(
+        payment=payment,
+        kind=TraceEvent.Kind.STATE_CHANGE,
+        actor=actor,
+        message=f"Payment needs attention: {reason}",
+        to_status="needs_attention",
+    )
+    logger.warning(
+        "payment needs attention",
+        extra={"payment_intent": payment.payment_intent, "reason": reason},
+    )
+    return payment
+
+
+def _charge_refunded(
+    event_id: str, event: object, charge: Mapping[str, Any]
+) -> WebhookOutcome:
+    payment_intent = _text(charge, "payment_intent", prefix="pi_")
+    with transaction.atomic():
+        payment = (
+            Payment.objects.select_for_update()
+            .filter(payment_intent=payment_intent)
+            .first()
+        )
+        if payment is None:
+            reason = f"refund for unknown PaymentIntent {payment_intent}"
+            _delivery(
+                event_id,
+                "charge.refunded",
+                payment_intent,
+                "needs_attention",
+                detail=reason,
+            )
+            logger.warning("refund for unknown payment", extra={"pi": payment_intent})
+            return WebhookOutcome(200, {"status": "needs_attention", "reason": reason})
+        purchase = (
+            Purchase.objects.select_for_update().filter(payment=payment).first()
+        )
+        purchase_id = str(purchase.pk) if purchase else None
+        if payment.status == Payment.Status.REFUNDED:
+            _delivery(event_id, "charge.refunded", payment_intent, "duplicate")
+            return WebhookOutcome(
+                200, {"status": "duplicate", "purchase_id": purchase_id}
+            )
+        purchase_refund(payment=payment, purchase=purchase, actor=STRIPE_ACTOR)
+        _delivery(event_id, "charge.refunded", payment_intent, "refunded")
+        return WebhookOutcome(200, {"status": "refunded", "purchase_id": purchase_id})
+
+
+def purchase_refund(
+    *, payment: Payment, purchase: Purchase | None, actor: str
+) -> Payment:
+    """Cancel a refunded payment's purchase: future sessions cancelled, the
+    trainer's reserved time released, and the waitlist retried for the freed
+    capacity. Runs in the caller's transaction with both rows locked."""
+    from fulfillment import tasks
+
+    now = timezone.now()
+    payment.status = Payment.Status.REFUNDED
+    payment.save(update_fields=["status", "updated_at"])
+    if purchase is None:
+        trace_record(
+            payment=payment,
+            kind=TraceEvent.Kind.STATE_CHANGE,
+            actor=actor,
+            message="Payment refunded.",
+            to_status="refunded",
+        )
+        return payment
+    cancelled = allocation.allocation_release(purchase=purchase, now=now)
+    purchase_transition(
+        purchase=purchase,
+        to_status=Purchase.Status.REFUNDED,
+        reason=f"Refunded; {cancelled} upcoming sessions cancelled.",
+        actor=actor,
+    )
+    queueing.defer(tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist")
+    return payment
+
+
+def _envelope(event: object) -> tuple[str, str, Mapping[str, Any]]:
+    if not isinstance(event, dict):
+        raise MalformedEvent("the body must be a JSON object (a Stripe Event)")
+    event_id = _text(event, "id")
+    event_type = _text(event, "type")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise MalformedEvent("data.object must be an object")
+    return event_id, event_type, data["object"]
+
+
+def _text(mapping: Mapping[str, Any], key: str, *, prefix: str = "") -> str:
+    value = mapping.get(key)
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 255
+        or "\x00" in value
+        or not value.startswith(prefix)
+    ):
+        expected = f"a string starting with {prefix!r}" if prefix else "a string"
+        raise MalformedEvent(f"{key} must be {expected}")
+    return value
+
+
+def _student(request: PurchaseRequest) -> Student:
+    student, _ = Student.objects.get_or_create(
+        pk=request.student_id,
+        defaults={"name": request.student_name, "email": request.student_email},
+    )
+    return student
+
+
+def _delivery(
+    event_id: str, event_type: str, payment_intent: str, outcome: str, detail: str = ""
+) -> None:
+    WebhookDelivery.objects.create(
+        event_id=event_id,
+        event_type=event_type,
+        payment_intent=payment_intent,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+_Handler = Callable[[str, object, Mapping[str, Any]], WebhookOutcome]
+_HANDLERS: dict[str, _Handler] = {
+    "payment_intent.succeeded": _payment_succeeded,
+    "charge.refunded": _charge_refunded,
+}
+

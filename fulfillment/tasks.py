@@ -1,0 +1,100 @@
+"""procrastinate tasks: queue, retry policy and coalescing only.
+
+Each task takes ids and calls one service. Business rules live in services.
+Transient database errors (connection lost, deadlock, serialization failure) are
+retried with exponential backoff; domain errors (``FulfillmentError``) fail the
+job at once, visibly: failed jobs are the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.db import InterfaceError, OperationalError
+from procrastinate import RetryStrategy
+from procrastinate.contrib.django import app
+
+from fulfillment import queueing
+
+logger = logging.getLogger(__name__)
+
+# 2, 4, 8 ... 256 s between attempts: about 8.5 minutes in all, enough to ride out
+# a PostgreSQL restart or failover.
+TRANSIENT_RETRY = RetryStrategy(
+    max_attempts=8,
+    exponential_wait=2,
+    retry_exceptions={OperationalError, InterfaceError},
+)
+
+
+@app.task(queue="allocation", retry=TRANSIENT_RETRY)
+def allocate_trainer(purchase_id: str) -> None:
+    """Stage 2: allocate a trainer, then defer the sessions stage."""
+    from fulfillment.services.allocation import purchase_allocate
+
+    purchase_allocate(purchase_id=uuid.UUID(purchase_id), actor="allocate_trainer")
+
+
+@app.task(queue="sessions", retry=TRANSIENT_RETRY)
+def materialise_sessions(purchase_id: str) -> None:
+    """Stage 3: materialise the rolling window of sessions."""
+    from fulfillment.services.sessions import sessions_materialise
+
+    sessions_materialise(purchase_id=uuid.UUID(purchase_id))
+
+
+@app.task(queue="cache")
+def refresh_learnings(student_id: str) -> None:
+    """Stage 4: re-warm the student's cached learnings.
+
+    Deferred with a queueing lock (one waiting refresh per student), so it must not
+    use procrastinate's retry: retrying a job whose lock is held by a waiting twin
+    leaves it stuck in ``doing`` (procrastinate #1446). A transient failure
+    instead defers a fresh refresh for later; a waiting twin makes that a no-op.
+    """
+    from fulfillment.services.cache import learnings_refresh
+
+    try:
+        learnings_refresh(student_id=uuid.UUID(student_id))
+    except (OperationalError, InterfaceError):
+        logger.warning("learnings refresh postponed", extra={"student_id": student_id})
+        queueing.defer(
+            refresh_learnings,
+            queueing_lock=f"learnings:{student_id}",
+            schedule_in={"seconds": 10},
+            student_id=student_id,
+        )
+
+
+@app.periodic(cron="*/5 * * * *", periodic_id="reallocate_waitlist")
+@app.task(
+    queue="allocation",
+    queueing_lock="reallocate_waitlist",
+    pass_context=False,
+)
+def reallocate_waitlist(timestamp: int | None = None) -> None:
+    """Try the waitlisted purchases again: every few minutes, and whenever the
+    catalogue changes or a refund frees a trainer."""
+    from fulfillment.services.allocation import waitlist_reallocate
+
+    try:
+        waitlist_reallocate(actor="reallocate_waitlist")
+    except (OperationalError, InterfaceError):
+        # Same reasoning as refresh_learnings: no procrastinate retry with a
+        # queueing lock; the next trigger or tick tries again.
+        logger.warning("waitlist retry postponed")
+        queueing.defer(
+            reallocate_waitlist,
+            queueing_lock="reallocate_waitlist",
+            schedule_in={"seconds": 30},
+        )
+
+
+@app.periodic(cron="*/10 * * * *", periodic_id="top_up_session_windows")
+@app.task(queue="sessions", queueing_lock="top_up_session_windows")
+def top_up_session_windows(timestamp: int) -> None:
+    """Complete passed sessions and keep every window at its size."""
+    from fulfillment.services.sessions import session_windows_top_up
+
+    session_windows_top_up()
