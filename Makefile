@@ -1,0 +1,61 @@
+# The one entry point for people and CI. `make run` and `make test` work on a fresh
+# machine with Python 3.11+ and make: they create .venv and, without DATABASE_URL,
+# an embedded PostgreSQL under .data/.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+# Runs a command with DATABASE_URL set: the given one, or the embedded server
+# (started if needed, and stopped afterwards if it was started for this command).
+WITH_DB := $(PY) scripts/devdb.py exec --
+
+.PHONY: help run test lint typecheck suite format worker manage clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (found: $(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(DEV): requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@ $(RUNTIME)
+
+run: $(RUNTIME)  ## Start the service: web on http://127.0.0.1:8000 plus one worker
+	$(PY) scripts/run.py
+
+test: lint typecheck suite  ## Lint, type checks and the whole test suite
+
+lint: $(DEV)  ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(DEV)  ## mypy (strict, with the django-stubs plugin)
+	$(WITH_DB) $(VENV)/bin/mypy .
+
+suite: $(DEV)  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
+	$(WITH_DB) $(PY) -m pytest $(PYTEST_ARGS)
+
+format: $(DEV)  ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+worker: $(RUNTIME)  ## One more worker against the same database (as on another machine)
+	$(WITH_DB) $(PY) manage.py procrastinate worker
+
+manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
+	$(WITH_DB) $(PY) manage.py $(ARGS)
+
+clean:  ## Remove .venv and caches (keeps .data/, the embedded database)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
