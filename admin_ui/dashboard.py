@@ -22,6 +22,7 @@ class PendingAllocationsModule(modules.DashboardModule):  # type: ignore[misc]
     title = "Pending allocations"
     template = "admin_ui/dashboard/pending_allocations.html"
     limit = 20
+    _initialized: bool
 
     def init_with_context(self, context: Any) -> None:
         if self._initialized:
@@ -36,9 +37,7 @@ class PendingAllocationsModule(modules.DashboardModule):  # type: ignore[misc]
             {
                 "purchase": purchase,
                 "age": timesince(purchase.created_at, now),
-                "url": reverse(
-                    "admin:fulfillment_purchase_change", args=[purchase.pk]
-                ),
+                "url": reverse("admin:fulfillment_purchase_change", args=[purchase.pk]),
             }
             for purchase in waiting.order_by("created_at")[: self.limit]
         ]

@@ -29,7 +29,9 @@ class StudentAdmin(admin.ModelAdmin[models.Student]):
     readonly_fields = ["learnings_version"]
 
 
-class TutoringSessionInline(admin.TabularInline[models.TutoringSession, models.Purchase]):
+class TutoringSessionInline(
+    admin.TabularInline[models.TutoringSession, models.Purchase]
+):
     model = models.TutoringSession
     extra = 0
     can_delete = False
@@ -75,7 +77,13 @@ class TutoringSessionAdmin(admin.ModelAdmin[models.TutoringSession]):
 
 @admin.register(models.WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin[models.WebhookDelivery]):
-    list_display = ["event_id", "event_type", "payment_intent", "outcome", "received_at"]
+    list_display = [
+        "event_id",
+        "event_type",
+        "payment_intent",
+        "outcome",
+        "received_at",
+    ]
     list_filter = ["event_type", "outcome"]
     search_fields = ["=event_id", "=payment_intent"]
 

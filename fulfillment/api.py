@@ -30,7 +30,10 @@ def token_required(view: View) -> View:
             token.strip().encode(), expected
         ):
             response = JsonResponse(
-                {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
+                {
+                    "error": "unauthorized",
+                    "detail": "send Authorization: Bearer <token>",
+                },
                 status=401,
             )
             response["WWW-Authenticate"] = 'Bearer realm="fulfilment"'

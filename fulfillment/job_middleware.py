@@ -51,7 +51,9 @@ def _record(context: job_context.JobContext, error: Exception) -> None:
             worker=f"{context.worker_name or ''}@{_WORKER}",
             error_type=type(error).__name__,
             error_message=str(error)[:2000],
-            purchase_id=uuid.UUID(purchase_id) if isinstance(purchase_id, str) else None,
+            purchase_id=uuid.UUID(purchase_id)
+            if isinstance(purchase_id, str)
+            else None,
         )
     except (DatabaseError, ValueError):
         # The database may be the reason the task failed; the job's own status

@@ -290,6 +290,9 @@ class Reservation(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.trainer_id} #{self.sequence} {self.during}"
+
 
 class TutoringSession(models.Model):
     class Status(models.TextChoices):
@@ -324,6 +327,9 @@ class TutoringSession(models.Model):
                 condition=Q(ends_at__gt=models.F("starts_at")),
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.purchase_id} #{self.sequence} at {self.starts_at:%Y-%m-%d %H:%M}"
 
 
 class TraceEvent(models.Model):
@@ -360,6 +366,8 @@ class TraceEvent(models.Model):
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["payment", "created_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
 
 
 class JobFailure(models.Model):
@@ -378,3 +386,6 @@ class JobFailure(models.Model):
 
     class Meta:
         ordering = ["-failed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.job_id}: {self.error_type}"

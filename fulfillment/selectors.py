@@ -138,7 +138,9 @@ def payment_trace(*, reference: str) -> dict[str, Any] | None:
         "payment_intent": payment.payment_intent,
         "purchase_id": str(purchase.pk) if purchase else None,
         "status": purchase.status if purchase else _payment_status(payment),
-        "status_reason": purchase.status_reason if purchase else payment.attention_reason,
+        "status_reason": purchase.status_reason
+        if purchase
+        else payment.attention_reason,
         "entries": entries,
     }
 
@@ -162,10 +164,10 @@ def _job_entries(purchase: Purchase) -> list[dict[str, Any]]:
             if event.type in {"started", "succeeded", "failed", "cancelled", "aborted"}:
                 events[event.job_id][f"last_{event.type}"] = event.at
     failures: dict[int, JobFailure] = {}
-    for failure in JobFailure.objects.filter(job_id__in=[j.id for j in jobs]).order_by(
+    for recorded in JobFailure.objects.filter(job_id__in=[j.id for j in jobs]).order_by(
         "failed_at"
     ):
-        failures[failure.job_id] = failure
+        failures[recorded.job_id] = recorded
     entries = []
     for job in jobs:
         times = events.get(job.id, {})
@@ -194,7 +196,9 @@ def _job_entries(purchase: Purchase) -> list[dict[str, Any]]:
                 "started_at": iso(times.get("last_started")),
                 "finished_at": iso(finished),
                 "last_error": (
-                    f"{failure.error_type}: {failure.error_message}" if failure else None
+                    f"{failure.error_type}: {failure.error_message}"
+                    if failure
+                    else None
                 ),
             }
         )

@@ -12,9 +12,11 @@ import logging
 from typing import Any
 
 # Attributes every LogRecord has; anything else came from ``extra=``.
-_STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None))
-) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def record_extras(record: logging.LogRecord) -> dict[str, Any]:

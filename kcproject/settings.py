@@ -13,7 +13,6 @@ import dj_database_url
 import django_stubs_ext
 
 from fulfillment.job_middleware import record_job_failure
-
 from kcproject.env import (
     env_bool,
     env_choice,
@@ -31,6 +30,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DJANGO_DEBUG", True)
 
 # Public, fixed development values: printed by `make run`, refused when DEBUG is off.
+# ruff: noqa: S105 (these are deliberately public dev values, not secrets)
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
 DEV_WEBHOOK_SECRET = "whsec_dev_fulfilment_local_only"
 DEV_API_TOKEN = "dev-fulfilment-api-token"

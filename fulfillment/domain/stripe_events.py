@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 
-def signature_header(payload: bytes, *, secret: str, timestamp: int | None = None) -> str:
+def signature_header(
+    payload: bytes, *, secret: str, timestamp: int | None = None
+) -> str:
     """``Stripe-Signature`` for ``payload``: ``t=<unix>,v1=<hex HMAC-SHA256>``."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     signed = f"{timestamp}.".encode() + payload

@@ -70,9 +70,7 @@ def trainer_verdicts(
     if not all_trainers:
         trainers = trainers.filter(pk__in=teaching_ids)
     trainer_list = list(trainers)
-    reserved: dict[uuid.UUID, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(
-        list
-    )
+    reserved: dict[uuid.UUID, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
     if slots and trainer_list:
         overlapping = Reservation.objects.filter(
             trainer__in=[t.pk for t in trainer_list],
@@ -101,7 +99,7 @@ def trainer_verdicts(
                 weekdays=frozenset(t.weekdays),
                 work_start=t.work_start,
                 work_end=t.work_end,
-                active_allocations=t.active_allocations,  # type: ignore[attr-defined]
+                active_allocations=t.active_allocations,
                 reserved=tuple(reserved.get(t.pk, ())),
             ),
             purchase_facts,
@@ -208,7 +206,9 @@ def _allocated(
     purchase.trainer_id = uuid.UUID(verdict.trainer.id)
     purchase.allocated_at = now
     distance = (
-        f", {verdict.distance_km:.1f} km away" if verdict.distance_km is not None else ""
+        f", {verdict.distance_km:.1f} km away"
+        if verdict.distance_km is not None
+        else ""
     )
     purchase_transition(
         purchase=purchase,

@@ -54,12 +54,10 @@ def catalog_import(*, data: object) -> ImportSummary:
     if unknown:
         raise CatalogError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
     courses = [
-        _course(entry, index)
-        for index, entry in enumerate(_list(data, "courses"))
+        _course(entry, index) for index, entry in enumerate(_list(data, "courses"))
     ]
     trainers = [
-        _trainer(entry, index)
-        for index, entry in enumerate(_list(data, "trainers"))
+        _trainer(entry, index) for index, entry in enumerate(_list(data, "trainers"))
     ]
     with transaction.atomic():
         known_courses = {c["id"] for c in courses} | set(
@@ -77,7 +75,8 @@ def catalog_import(*, data: object) -> ImportSummary:
         course_counts = [0, 0]
         for course in courses:
             _, created = Course.objects.update_or_create(
-                pk=course["id"], defaults={"title": course["title"], "mode": course["mode"]}
+                pk=course["id"],
+                defaults={"title": course["title"], "mode": course["mode"]},
             )
             course_counts[0 if created else 1] += 1
         trainer_counts = [0, 0]

@@ -177,7 +177,10 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
     queueing.defer(tasks.allocate_trainer, purchase_id=str(purchase.pk))
     logger.info(
         "purchase recorded",
-        extra={"purchase_id": str(purchase.pk), "payment_intent": payment.payment_intent},
+        extra={
+            "purchase_id": str(purchase.pk),
+            "payment_intent": payment.payment_intent,
+        },
     )
     return purchase
 
@@ -221,9 +224,7 @@ def _charge_refunded(
             )
             logger.warning("refund for unknown payment", extra={"pi": payment_intent})
             return WebhookOutcome(200, {"status": "needs_attention", "reason": reason})
-        purchase = (
-            Purchase.objects.select_for_update().filter(payment=payment).first()
-        )
+        purchase = Purchase.objects.select_for_update().filter(payment=payment).first()
         purchase_id = str(purchase.pk) if purchase else None
         if payment.status == Payment.Status.REFUNDED:
             _delivery(event_id, "charge.refunded", payment_intent, "duplicate")
@@ -316,4 +317,3 @@ _HANDLERS: dict[str, _Handler] = {
     "payment_intent.succeeded": _payment_succeeded,
     "charge.refunded": _charge_refunded,
 }
-

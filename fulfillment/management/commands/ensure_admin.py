@@ -24,4 +24,6 @@ class Command(BaseCommand):
             email=options["email"],
             password=options["password"],
         )
-        self.stdout.write(self.style.SUCCESS(f"Created superuser {options['username']!r}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Created superuser {options['username']!r}.")
+        )

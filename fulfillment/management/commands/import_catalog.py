@@ -11,7 +11,9 @@ from fulfillment.services.catalog import catalog_import
 
 
 class Command(BaseCommand):
-    help = "Upsert courses and trainers by id from a JSON catalogue file (all or nothing)."
+    help = (
+        "Upsert courses and trainers by id from a JSON catalogue file (all or nothing)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path, help="catalogue JSON (CONTRACT §5)")

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from fulfillment import demo
 from fulfillment.domain import stripe_events
@@ -23,12 +24,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000/webhooks/stripe/")
         parser.add_argument("--course", default=demo.PYTHON_FOR_KIDS)
-        parser.add_argument("--student", default=None, help="student UUID (new if omitted)")
+        parser.add_argument(
+            "--student", default=None, help="student UUID (new if omitted)"
+        )
         parser.add_argument("--sessions", default="10", choices=["10", "20", "30"])
         parser.add_argument(
             "--mode", default="WEEKDAY_DAILY", choices=["WEEKDAY_DAILY", "SUNDAY_ONLY"]
         )
-        parser.add_argument("--start", default=None, help="YYYY-MM-DD (default tomorrow)")
+        parser.add_argument(
+            "--start", default=None, help="YYYY-MM-DD (default tomorrow)"
+        )
         parser.add_argument("--slot", default="4:00 PM")
         parser.add_argument("--refund", metavar="PI", help="refund this PaymentIntent")
 
@@ -36,7 +41,10 @@ class Command(BaseCommand):
         if options["refund"]:
             event = stripe_events.charge_refunded(payment_intent=options["refund"])
         else:
-            start = options["start"] or (dt.date.today() + dt.timedelta(days=1)).isoformat()
+            start = (
+                options["start"]
+                or (timezone.localdate() + dt.timedelta(days=1)).isoformat()
+            )
             latitude, longitude = demo.DEMO_HOME
             event = stripe_events.payment_intent_succeeded(
                 metadata={
@@ -53,7 +61,9 @@ class Command(BaseCommand):
                 }
             )
         body = stripe_events.encode(event)
-        request = urllib.request.Request(
+        if not options["url"].startswith(("http://", "https://")):
+            raise CommandError("--url must be an http:// or https:// URL")
+        request = urllib.request.Request(  # noqa: S310 (scheme checked above)
             options["url"],
             data=body,
             method="POST",
@@ -70,8 +80,13 @@ class Command(BaseCommand):
         except urllib.error.HTTPError as error:
             status, answer = error.code, error.read().decode()
         except urllib.error.URLError as error:
-            raise CommandError(f"cannot reach {options['url']}: {error.reason}") from None
-        pi = event["data"]["object"].get("id") or event["data"]["object"]["payment_intent"]
+            raise CommandError(
+                f"cannot reach {options['url']}: {error.reason}"
+            ) from None
+        pi = (
+            event["data"]["object"].get("id")
+            or event["data"]["object"]["payment_intent"]
+        )
         self.stdout.write(f"POST {options['url']} -> {status} {answer}")
         if status == 200 and not options["refund"]:
             purchase_id = json.loads(answer).get("purchase_id")

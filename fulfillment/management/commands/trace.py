@@ -12,7 +12,9 @@ class Command(BaseCommand):
     help = "Show the whole path of one payment, oldest first (as the trace API)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("reference", help="a PaymentIntent id (pi_...) or purchase id")
+        parser.add_argument(
+            "reference", help="a PaymentIntent id (pi_...) or purchase id"
+        )
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -43,7 +45,8 @@ def _describe(entry: dict[str, Any]) -> str:
         line = (
             f"job       {entry['task'].rsplit('.', 1)[-1]} #{entry['job_id']} "
             f"{entry['status']} attempts={entry['attempts']} "
-            f"started={entry['started_at'] or '-'} finished={entry['finished_at'] or '-'}"
+            f"started={entry['started_at'] or '-'} "
+            f"finished={entry['finished_at'] or '-'}"
         )
         if entry["last_error"]:
             line += f" last_error={entry['last_error']!r}"

@@ -1,0 +1,210 @@
+"""Shared fixtures: signed Stripe deliveries, catalogue factories, real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from procrastinate.contrib.django import app as procrastinate_app
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from fulfillment.domain import stripe_events
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+PROCRASTINATE_TABLES = (
+    "procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers, "
+    "procrastinate_workers"
+)
+
+
+def _empty_procrastinate_tables() -> None:
+    # procrastinate's models are unmanaged, so Django's flush after a
+    # transactional test leaves their rows behind for the next test.
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {PROCRASTINATE_TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    with django_db_blocker.unblock():
+        _empty_procrastinate_tables()
+
+
+@pytest.fixture(autouse=True)
+def _procrastinate_tables_emptied(
+    request: pytest.FixtureRequest, django_db_blocker: Any
+) -> Iterator[None]:
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction")
+    ):
+        with django_db_blocker.unblock():
+            _empty_procrastinate_tables()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def load_event(name: str, **overrides: Any) -> dict[str, Any]:
+    """A webhook fixture from tests/fixtures/webhooks, with a fresh event id and
+    ``overrides`` applied to data.object.metadata (None deletes a key)."""
+    event: dict[str, Any] = json.loads(
+        (FIXTURES / "webhooks" / f"{name}.json").read_text()
+    )
+    event["id"] = stripe_events.new_id("evt")
+    metadata = event["data"]["object"].get("metadata")
+    for key, value in overrides.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    return event
+
+
+@pytest.fixture
+def signed_post(client: Client) -> Callable[..., Any]:
+    """POST a Stripe event to the webhook, signed with the configured secret."""
+
+    def post(
+        event: dict[str, Any] | bytes,
+        *,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Any:
+        body = event if isinstance(event, bytes) else stripe_events.encode(event)
+        header = signature or stripe_events.signature_header(
+            body,
+            secret=secret or settings.STRIPE_WEBHOOK_SECRET,
+            timestamp=timestamp,
+        )
+        return client.post(
+            "/webhooks/stripe/",
+            data=body,
+            content_type="application/json",
+            headers={"Stripe-Signature": header},
+        )
+
+    return post
+
+
+def jobs(task: str | None = None, **filters: Any) -> list[ProcrastinateJob]:
+    queryset = ProcrastinateJob.objects.all()
+    if task is not None:
+        queryset = queryset.filter(task_name=f"fulfillment.tasks.{task}")
+    return list(queryset.filter(**filters).order_by("id"))
+
+
+@pytest.fixture
+def run_worker(transactional_db: None) -> Callable[..., None]:
+    """Run a real procrastinate worker in this process until the queue is empty.
+
+    It uses the worker's own pooled connector, as ``manage.py procrastinate
+    worker`` does, so tasks defer from inside a running worker for real.
+    """
+
+    def run(*, queues: list[str] | None = None, concurrency: int = 1) -> None:
+        connector = procrastinate_app.connector.get_worker_connector()  # type: ignore[attr-defined]
+        with procrastinate_app.replace_connector(connector):
+            procrastinate_app.run_worker(
+                queues=queues,
+                wait=False,
+                install_signal_handlers=False,
+                listen_notify=False,
+                concurrency=concurrency,
+            )
+
+    return run
+
+
+def database_url_for_tests() -> str:
+    """A URL for the test database, for worker processes started by tests."""
+    params = connection.settings_dict
+    host = params["HOST"] or ""
+    user = params["USER"] or "postgres"
+    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
+    if host.startswith("/"):
+        return f"postgres://{user}{password}@/{params['NAME']}?host={host}"
+    port = f":{params['PORT']}" if params["PORT"] else ""
+    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def worker_process(
+    transactional_db: None, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real ``manage.py procrastinate worker`` processes on the test
+    database; every one still running is stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*extra_args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "procrastinate", "worker", *extra_args],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DATABASE_URL": database_url_for_tests(),
+                "LOG_LEVEL": "INFO",
+                **(env or {}),
+            },
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        worker = WorkerProcess(process, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait(timeout=10)
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
