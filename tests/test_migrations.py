@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 
 
+@pytest.mark.django_db
 def test_models_and_migrations_agree() -> None:
     out = io.StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
