@@ -389,3 +389,23 @@ class JobFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} #{self.job_id}: {self.error_type}"
+
+
+class WorkerPresence(models.Model):
+    """Which queues a live procrastinate worker serves, and where it runs.
+
+    procrastinate's own ``procrastinate_workers`` row has only an id and a
+    heartbeat; a task middleware records the rest when the worker runs a job
+    (at most every few seconds per process).
+    """
+
+    worker_id = models.BigIntegerField(primary_key=True)
+    name = models.CharField(max_length=200, blank=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    # Empty: every queue.
+    queues = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} on {self.host}:{self.pid}"
