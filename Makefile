@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) scripts/devdb.py exec --
 
-.PHONY: help run test lint typecheck suite format worker manage clean
+.PHONY: help run test lint typecheck suite browser-deps format worker manage clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -44,8 +44,28 @@ lint: $(DEV)  ## ruff check + ruff format --check
 typecheck: $(DEV)  ## mypy (strict, with the django-stubs plugin)
 	$(WITH_DB) $(VENV)/bin/mypy .
 
-suite: $(DEV)  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
+suite: $(DEV) browser-deps  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
 	$(WITH_DB) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's chromium through Playwright; Playwright's own
+# browser download is never used. Installs the package only when it is missing
+# (as root; CI is), and refreshes apt's lists only when they are missing or stale.
+CHROMIUM := /usr/bin/chromium
+browser-deps: $(DEV)  ## Debian's chromium for the browser tests (apt-get, as root)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+			echo "browser-deps: $(CHROMIUM) is missing and cannot be installed here;" \
+				"the browser tests will be skipped (as root: apt-get install chromium)"; \
+		else \
+			echo "browser-deps: installing chromium (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; log=$$(mktemp); \
+			install="apt-get install -y -q --no-install-recommends chromium fonts-liberation"; \
+			{ { apt-cache show chromium && $$install; } \
+				|| { apt-get update -q && $$install; }; } >"$$log" 2>&1 \
+				|| { cat "$$log"; rm -f "$$log"; exit 1; }; \
+			rm -f "$$log"; \
+		fi; \
+	fi
 
 format: $(DEV)  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
