@@ -122,7 +122,10 @@ def payment_trace(*, reference: str) -> dict[str, Any] | None:
                 "detail": delivery.detail,
             }
         )
+    purchase_began: dt.datetime | None = None
     for event in TraceEvent.objects.filter(payment=payment):
+        if event.purchase_id is not None and purchase_began is None:
+            purchase_began = event.created_at
         entries.append(
             {
                 "at": event.created_at,
@@ -134,8 +137,11 @@ def payment_trace(*, reference: str) -> dict[str, Any] | None:
             }
         )
     if purchase is not None:
-        entries.extend(_job_entries(purchase))
-    entries.sort(key=lambda entry: entry["at"])
+        entries.extend(_job_entries(purchase, since=purchase_began))
+    # One transaction's rows share its clock: the delivery, then what it changed,
+    # then the jobs it deferred.
+    rank = {"webhook": 0, "job": 2}
+    entries.sort(key=lambda entry: (entry["at"], rank.get(entry["kind"], 1)))
     for entry in entries:
         entry["at"] = iso(entry["at"])
     return {
@@ -149,16 +155,20 @@ def payment_trace(*, reference: str) -> dict[str, Any] | None:
     }
 
 
-def _job_entries(purchase: Purchase) -> list[dict[str, Any]]:
+def _job_entries(
+    purchase: Purchase, *, since: dt.datetime | None
+) -> list[dict[str, Any]]:
+    """The purchase's own jobs, and the student's cache refreshes deferred since
+    the purchase was recorded (they serve all of the student's purchases)."""
+    student_jobs = Q(
+        args__student_id=str(purchase.student_id),
+        id__in=ProcrastinateEvent.objects.filter(
+            type="deferred", at__gte=since or purchase.created_at
+        ).values("job_id"),
+    )
     jobs = list(
         ProcrastinateJob.objects.filter(
-            Q(args__purchase_id=str(purchase.pk))
-            | Q(
-                args__student_id=str(purchase.student_id),
-                id__in=ProcrastinateEvent.objects.filter(
-                    type="deferred", at__gte=purchase.created_at
-                ).values("job_id"),
-            )
+            Q(args__purchase_id=str(purchase.pk)) | student_jobs
         ).order_by("id")
     )
     events: dict[int, dict[str, dt.datetime]] = {}

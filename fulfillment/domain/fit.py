@@ -26,7 +26,7 @@ class Rule(enum.Enum):
     """
 
     INACTIVE = ("inactive", True)
-    NOT_TEACHING = ("does not teach the course", True)
+    NOT_TEACHING = ("not teaching the course", True)
     TOO_FAR = ("beyond their travel distance", False)
     NOT_WORKING = ("not working on those days and hours", True)
     AT_CAPACITY = ("at capacity (max active students)", False)

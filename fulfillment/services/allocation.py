@@ -241,11 +241,14 @@ def allocation_release(*, purchase: Purchase, now: dt.datetime) -> int:
         allocation.status = TrainerAllocation.Status.RELEASED
         allocation.ended_at = now
         allocation.save(update_fields=["status", "ended_at"])
-    return TutoringSession.objects.filter(
-        purchase=purchase,
-        status=TutoringSession.Status.SCHEDULED,
-        starts_at__gte=now,
-    ).update(status=TutoringSession.Status.CANCELLED)
+    scheduled = TutoringSession.objects.filter(
+        purchase=purchase, status=TutoringSession.Status.SCHEDULED
+    )
+    # Sessions already given (or under way) stay in the history as completed.
+    scheduled.filter(starts_at__lt=now).update(status=TutoringSession.Status.COMPLETED)
+    return scheduled.filter(starts_at__gte=now).update(
+        status=TutoringSession.Status.CANCELLED
+    )
 
 
 def waitlist_reallocate(*, actor: str, limit: int = 500) -> int:

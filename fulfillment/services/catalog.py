@@ -147,6 +147,8 @@ def _trainer(entry: object, index: int) -> dict[str, Any]:
     email = entry.get("email", "")
     if not isinstance(email, str) or (email and "@" not in email):
         raise CatalogError(f"{where}.email: must be an email address")
+    if len(email) > 254:
+        raise CatalogError(f"{where}.email: longer than 254 characters")
     return {
         "id": trainer_id,
         "name": _string(entry, "name", where, max_length=200),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.postgres.functions import TransactionNow
 from django.db import transaction
 from django.utils import timezone
 
@@ -304,6 +305,7 @@ def _delivery(
     event_id: str, event_type: str, payment_intent: str, outcome: str, detail: str = ""
 ) -> None:
     WebhookDelivery.objects.create(
+        received_at=TransactionNow(),
         event_id=event_id,
         event_type=event_type,
         payment_intent=payment_intent,

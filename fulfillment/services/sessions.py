@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from fulfillment import queueing
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import (
     Purchase,
@@ -38,6 +39,8 @@ def sessions_materialise(
     Idempotent: sessions are unique per (purchase, sequence) and a second run
     finds nothing to do. Returns the sessions created.
     """
+    from fulfillment import tasks
+
     now = now or timezone.now()
     with transaction.atomic():
         purchase = (
@@ -59,15 +62,18 @@ def sessions_materialise(
             status=TutoringSession.Status.SCHEDULED,
             ends_at__lte=now,
         ).update(status=TutoringSession.Status.COMPLETED)
-        sessions = purchase.sessions.filter(status=TutoringSession.Status.SCHEDULED)
-        missing = SESSION_WINDOW - sessions.count()
         last_sequence = purchase.sessions.aggregate(last=Max("sequence"))["last"] or 0
+        later = Reservation.objects.filter(
+            allocation=allocation, sequence__gt=last_sequence
+        ).order_by("sequence")
+        # Sessions that passed while nothing topped the window up (an outage)
+        # still get their row, born completed: the history has no holes.
+        passed = list(later.filter(during__endswith__lte=now))
+        scheduled = purchase.sessions.filter(
+            status=TutoringSession.Status.SCHEDULED
+        ).count()
         upcoming = list(
-            Reservation.objects.filter(
-                allocation=allocation,
-                sequence__gt=last_sequence,
-                during__endswith__gt=now,
-            ).order_by("sequence")[: max(missing, 0)]
+            later.filter(during__endswith__gt=now)[: max(SESSION_WINDOW - scheduled, 0)]
         )
         created = TutoringSession.objects.bulk_create(
             [
@@ -77,8 +83,13 @@ def sessions_materialise(
                     sequence=reservation.sequence,
                     starts_at=reservation.during.lower,
                     ends_at=reservation.during.upper,
+                    status=status,
                 )
-                for reservation in upcoming
+                for status, reservations in (
+                    (TutoringSession.Status.COMPLETED, passed),
+                    (TutoringSession.Status.SCHEDULED, upcoming),
+                )
+                for reservation in reservations
             ]
         )
         if not Reservation.objects.filter(
@@ -88,6 +99,10 @@ def sessions_materialise(
             allocation.status = TrainerAllocation.Status.COMPLETED
             allocation.ended_at = now
             allocation.save(update_fields=["status", "ended_at"])
+            # The trainer's capacity changed: waiting purchases may fit now.
+            queueing.defer(
+                tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist"
+            )
         if created or completed:
             cache.learnings_invalidate(student_id=purchase.student_id)
             logger.info(
@@ -106,7 +121,9 @@ def purchases_needing_top_up(*, now: dt.datetime | None = None) -> list[uuid.UUI
     now = now or timezone.now()
     return list(
         TutoringSession.objects.filter(
-            status=TutoringSession.Status.SCHEDULED, ends_at__lte=now
+            status=TutoringSession.Status.SCHEDULED,
+            ends_at__lte=now,
+            purchase__status=Purchase.Status.ALLOCATED,
         )
         .values_list("purchase_id", flat=True)
         .distinct()

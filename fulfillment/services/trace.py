@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib.postgres.functions import TransactionNow
+
 from fulfillment.models import Payment, Purchase, TraceEvent
 from fulfillment.services import cache
 
@@ -21,6 +23,9 @@ def trace_record(
     to_status: str = "",
 ) -> TraceEvent:
     return TraceEvent.objects.create(
+        # The transaction's clock, like procrastinate's job events, so one
+        # transaction's rows sort together in the trace.
+        created_at=TransactionNow(),
         payment=payment,
         purchase=purchase,
         kind=kind,
