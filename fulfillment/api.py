@@ -9,10 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fulfillment import selectors
+from fulfillment.health import health_checks
+from fulfillment.metrics import render as render_metrics
 from fulfillment.services import cache
 
 View = Callable[..., JsonResponse]
@@ -75,9 +78,12 @@ def payment_trace(request: HttpRequest, reference: str) -> JsonResponse:
 
 
 @require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    from fulfillment.health import health_checks
+def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE_LATEST)
 
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
     checks = health_checks()
     healthy = all(check["ok"] for check in checks.values())
     return JsonResponse(

@@ -1,48 +1,254 @@
-"""Liveness of the whole service: database, schema, workers (``/healthz``)."""
+"""Health checks shared by ``/healthz`` and ``manage.py doctor``.
+
+Each check answers one of the failures in the old system's write-ups: the
+database (and its schema: the "topics") missing, workers not running or not
+serving a queue, jobs stalled or failed, purchases stuck, money not fulfilled.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
+
+from fulfillment import selectors
+
+# A ready job nobody picked up for this long means no worker serves its queue.
+QUEUE_WAIT_LIMIT_S = 60.0
+# A purchase still allocation_pending after this is stuck (the pipeline takes ms).
+ALLOCATION_SLA = dt.timedelta(minutes=5)
+# Jobs stalled this long were missed by the rescue, which runs every 5 s.
+STALLED_LIMIT_S = 30.0
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    summary: str
+    value: float | int | None = None
+    details: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.verdict is not Verdict.FAIL,
+            "verdict": str(self.verdict),
+            "detail": self.summary,
+            "value": self.value,
+            "details": self.details,
+        }
+
+
+def check_database() -> Check:
+    started = time.monotonic()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            row = cursor.fetchone()
+    except DatabaseError as error:
+        return Check("database", Verdict.FAIL, f"unreachable: {error}"[:300])
+    ms = (time.monotonic() - started) * 1000
+    version = row[0] if row else "?"
+    return Check(
+        "database", Verdict.OK, f"reachable, PostgreSQL {version}", round(ms, 1)
+    )
+
+
+def check_migrations() -> Check:
+    loader = MigrationLoader(connection)
+    # Every known migration, not just a plan to the leaves: a migration missing
+    # in the middle of an app's history counts too.
+    names = sorted(
+        f"{app}.{name}"
+        for app, name in set(loader.graph.nodes) - set(loader.applied_migrations)
+    )
+    if names:
+        return Check(
+            "migrations",
+            Verdict.FAIL,
+            f"{len(names)} unapplied: run manage.py migrate",
+            len(names),
+            names[:20],
+        )
+    applied = len(loader.applied_migrations)
+    return Check("migrations", Verdict.OK, f"all {applied} applied", 0)
+
+
+def check_workers() -> Check:
+    workers = selectors.live_workers()
+    if not workers:
+        return Check(
+            "workers",
+            Verdict.FAIL,
+            "no worker alive (no heartbeat in the last "
+            f"{settings.WORKER_STALLED_AFTER_SECONDS:.0f}s): start one with "
+            "manage.py procrastinate worker",
+            0,
+        )
+    details = [
+        f"worker {w.worker_id} on {w.host or '?'}:{w.pid or '?'} "
+        f"queues={','.join(w.queues) if w.queues else 'all' if w.queues == () else '?'}"
+        f" heartbeat {w.heartbeat_age_s:.0f}s ago"
+        for w in workers
+    ]
+    return Check("workers", Verdict.OK, f"{len(workers)} alive", len(workers), details)
+
+
+def check_queues_served() -> Check:
+    workers = selectors.live_workers()
+    unserved = []
+    for stats in selectors.queue_stats():
+        waiting_too_long = (stats.oldest_ready_age_s or 0) > QUEUE_WAIT_LIMIT_S
+        nobody = not any(worker.serves(stats.queue) for worker in workers)
+        if stats.todo and (nobody or waiting_too_long):
+            unserved.append(
+                f"{stats.queue}: {stats.todo} ready, oldest "
+                f"{stats.oldest_ready_age_s or 0:.0f}s, "
+                f"{'no worker serves it' if nobody else 'nobody is taking them'}"
+            )
+    if unserved:
+        return Check(
+            "queues served",
+            Verdict.FAIL,
+            f"{len(unserved)} queue(s) with work and nobody serving",
+            len(unserved),
+            unserved,
+        )
+    return Check("queues served", Verdict.OK, "every queue with work has a worker", 0)
+
+
+def check_queue_depth() -> Check:
+    stats = selectors.queue_stats()
+    depth = sum(s.todo for s in stats)
+    oldest = max((s.oldest_ready_age_s or 0.0 for s in stats), default=0.0)
+    details = [
+        f"{s.queue}: todo={s.todo} scheduled={s.scheduled} doing={s.doing} "
+        f"failed={s.failed} oldest_ready={s.oldest_ready_age_s or 0:.1f}s"
+        for s in stats
+    ]
+    verdict = Verdict.WARN if oldest > QUEUE_WAIT_LIMIT_S else Verdict.OK
+    return Check(
+        "queue depth",
+        verdict,
+        f"{depth} ready, oldest waiting {oldest:.1f}s",
+        depth,
+        details,
+    )
+
+
+def check_stalled_jobs() -> Check:
+    count = selectors.stalled_jobs_count(stalled_after_s=STALLED_LIMIT_S)
+    if count:
+        return Check(
+            "stalled jobs",
+            Verdict.FAIL,
+            f"{count} job(s) in doing with a dead worker for over "
+            f"{STALLED_LIMIT_S:.0f}s: is the rescue task running?",
+            count,
+        )
+    return Check("stalled jobs", Verdict.OK, "none", 0)
+
+
+def check_failed_jobs() -> Check:
+    since = timezone.now() - dt.timedelta(hours=24)
+    groups = [g for g in selectors.failed_job_groups(limit=100) if g.last_seen >= since]
+    count = sum(group.count for group in groups)
+    if count:
+        return Check(
+            "failed jobs (24h)",
+            Verdict.FAIL,
+            f"{count} failed: retry them from the admin once the cause is fixed",
+            count,
+            [f"{g.count}x {g.task_name}: {g.error}" for g in groups],
+        )
+    return Check("failed jobs (24h)", Verdict.OK, "none", 0)
+
+
+def check_stuck_purchases() -> Check:
+    stuck = selectors.purchases_stuck(older_than=ALLOCATION_SLA)
+    count = stuck.count()
+    oldest = stuck.first()
+    if count and oldest is not None:
+        return Check(
+            "stuck purchases",
+            Verdict.FAIL,
+            f"{count} waiting for allocation longer than "
+            f"{ALLOCATION_SLA.total_seconds() / 60:.0f} min",
+            count,
+            [f"oldest: {oldest.pk} since {oldest.created_at:%Y-%m-%d %H:%M}"],
+        )
+    return Check("stuck purchases", Verdict.OK, "none past the SLA", 0)
+
+
+def check_payments_needing_attention() -> Check:
+    payments = selectors.payments_needing_attention()
+    count = payments.count()
+    if count:
+        return Check(
+            "payments needing attention",
+            Verdict.FAIL,
+            f"{count} paid but not fulfilled: correct and reprocess in the admin",
+            count,
+            [f"{p.payment_intent}: {p.attention_reason}" for p in payments[:10]],
+        )
+    return Check("payments needing attention", Verdict.OK, "none", 0)
+
+
+DOCTOR_CHECKS: tuple[Callable[[], Check], ...] = (
+    check_database,
+    check_migrations,
+    check_workers,
+    check_queues_served,
+    check_queue_depth,
+    check_stalled_jobs,
+    check_failed_jobs,
+    check_stuck_purchases,
+    check_payments_needing_attention,
+)
+HEALTHZ_CHECKS: tuple[Callable[[], Check], ...] = (
+    check_database,
+    check_migrations,
+    check_workers,
+)
+
+
+def run_checks(checks: tuple[Callable[[], Check], ...]) -> list[Check]:
+    """Run ``checks`` in order; if the database is down the rest cannot run."""
+    results: list[Check] = []
+    for check in checks:
+        try:
+            result = check()
+        except DatabaseError as error:
+            result = Check(
+                check.__name__.removeprefix("check_").replace("_", " "),
+                Verdict.FAIL,
+                f"could not check: {error}"[:300],
+            )
+        results.append(result)
+        if result.name == "database" and result.verdict is Verdict.FAIL:
+            break
+    return results
 
 
 def health_checks() -> dict[str, dict[str, Any]]:
-    checks: dict[str, dict[str, Any]] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = {"ok": True, "detail": "reachable"}
-    except DatabaseError as error:
-        checks["database"] = {"ok": False, "detail": f"unreachable: {error}"[:300]}
-        checks["migrations"] = {"ok": False, "detail": "unknown: no database"}
-        checks["workers"] = {"ok": False, "detail": "unknown: no database"}
-        return checks
-    executor = MigrationExecutor(connection)
-    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    checks["migrations"] = {
-        "ok": not pending,
-        "detail": f"{len(pending)} unapplied" if pending else "all applied",
-        "unapplied": [f"{m.app_label}.{m.name}" for m, _ in pending][:20],
-    }
-    fresh_after = timezone.now() - dt.timedelta(
-        seconds=settings.WORKER_STALLED_AFTER_SECONDS
-    )
-    try:
-        from procrastinate.contrib.django.models import ProcrastinateWorker
-
-        alive = ProcrastinateWorker.objects.filter(
-            last_heartbeat__gte=fresh_after
-        ).count()
-        checks["workers"] = {
-            "ok": alive > 0,
-            "detail": f"{alive} alive" if alive else "no worker heartbeat is fresh",
-            "alive": alive,
-        }
-    except DatabaseError as error:
-        checks["workers"] = {"ok": False, "detail": f"unknown: {error}"[:300]}
-    return checks
+    """What ``/healthz`` reports: database, migrations and live workers."""
+    results = {check.name: check.as_dict() for check in run_checks(HEALTHZ_CHECKS)}
+    for name in ("database", "migrations", "workers"):
+        results.setdefault(
+            name, {"ok": False, "verdict": "fail", "detail": "unknown: no database"}
+        )
+    return results

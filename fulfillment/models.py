@@ -409,3 +409,14 @@ class WorkerPresence(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.worker_id} on {self.host}:{self.pid}"
+
+
+class WebhookOutcomeCount(models.Model):
+    """How many deliveries got each answer, including the refused and ignored
+    ones that store nothing else (for /metrics, the same in every process)."""
+
+    outcome = models.CharField(max_length=40, primary_key=True)
+    count = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.count}"

@@ -18,7 +18,7 @@ from procrastinate import exceptions, jobs, manager, types
 from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.tasks import Task
 
-_job_manager = manager.JobManager(DjangoConnector())
+job_manager = manager.JobManager(DjangoConnector())
 
 
 def defer(
@@ -41,7 +41,7 @@ def defer(
     if schedule_in is not None:
         options["schedule_in"] = schedule_in
     job = task.configure(**options).job
-    deferrer = jobs.JobDeferrer(job_manager=_job_manager, job=job)
+    deferrer = jobs.JobDeferrer(job_manager=job_manager, job=job)
     if queueing_lock is None:
         return deferrer.defer(**task_kwargs)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
@@ -388,6 +388,12 @@ def failed_job_groups(*, limit: int = 20) -> list[FailedJobGroup]:
             "id", "task_name"
         )
     )
+    failed_at: dict[int, dt.datetime] = dict(
+        ProcrastinateEvent.objects.filter(job_id__in=failed_ids, type="failed")
+        .values("job_id")
+        .annotate(at=Max("at"))
+        .values_list("job_id", "at")
+    )
     groups: dict[tuple[str, str], list[tuple[int, dt.datetime | None]]] = {}
     for job_id in failed_ids:
         failure = latest.get(job_id)
@@ -397,7 +403,7 @@ def failed_job_groups(*, limit: int = 20) -> list[FailedJobGroup]:
             else "error not recorded"
         )
         groups.setdefault((tasks[job_id], shape), []).append(
-            (job_id, failure.failed_at if failure else None)
+            (job_id, failed_at.get(job_id) or (failure.failed_at if failure else None))
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     result = [

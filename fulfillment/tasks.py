@@ -98,3 +98,38 @@ def top_up_session_windows(timestamp: int) -> None:
     from fulfillment.services.sessions import session_windows_top_up
 
     session_windows_top_up()
+
+
+# --- maintenance: nothing silently stuck ---------------------------------------
+# Periodic jobs carry a queueing lock so ticks never pile up; for the reason given
+# in refresh_learnings they do not use procrastinate's retry (the next tick is the
+# retry).
+
+
+@app.periodic(cron="*/5 * * * * *", periodic_id="rescue_stalled_jobs")
+@app.task(queue="maintenance", queueing_lock="rescue_stalled_jobs")
+def rescue_stalled_jobs(timestamp: int) -> None:
+    """Every 5 s: requeue jobs whose worker stopped beating (SIGKILL, OOM, lost
+    machine). With 2 s heartbeats and 10 s to be declared stalled, such a job
+    runs again on another worker within about 17 s."""
+    from fulfillment.services.maintenance import stalled_jobs_rescue
+
+    stalled_jobs_rescue()
+
+
+@app.periodic(cron="* * * * *", periodic_id="reconcile_invariants")
+@app.task(queue="maintenance", queueing_lock="reconcile_invariants")
+def reconcile_invariants(timestamp: int) -> None:
+    """Every minute: heal purchases whose next job or sessions went missing."""
+    from fulfillment.services.maintenance import invariants_reconcile
+
+    invariants_reconcile()
+
+
+@app.periodic(cron="17 * * * *", periodic_id="prune_finished_jobs")
+@app.task(queue="maintenance", queueing_lock="prune_finished_jobs")
+def prune_finished_jobs(timestamp: int) -> None:
+    """Hourly: drop succeeded jobs after 3 days and failed ones after 30."""
+    from fulfillment.services.maintenance import jobs_prune
+
+    jobs_prune(succeeded_after_hours=72, failed_after_hours=720)

@@ -24,4 +24,5 @@ urlpatterns = [
         name="payment-trace",
     ),
     path("healthz", api.healthz, name="healthz"),
+    path("metrics", api.metrics, name="metrics"),
 ]

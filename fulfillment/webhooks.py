@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import stripe
 from django.conf import settings
@@ -12,7 +13,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from fulfillment.services.purchases import stripe_event_process
+from fulfillment.services.purchases import (
+    stripe_event_process,
+    webhook_outcome_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +33,11 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         )
     except stripe.SignatureVerificationError as error:
         logger.warning("stripe signature refused", extra={"detail": str(error)})
-        return JsonResponse(
-            {"error": "invalid_signature", "detail": str(error)}, status=400
-        )
+        return _answer({"error": "invalid_signature", "detail": str(error)}, status=400)
     try:
         event = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
-        return JsonResponse(
+        return _answer(
             {"error": "malformed_payload", "detail": "the body is not JSON"},
             status=400,
         )
@@ -48,4 +50,11 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     except DatabaseError:
         logger.exception("webhook could not be stored")
         return JsonResponse({"error": "database_error"}, status=503)
-    return JsonResponse(outcome.body, status=outcome.http_status)
+    return _answer(outcome.body, status=outcome.http_status)
+
+
+def _answer(body: dict[str, Any], *, status: int) -> JsonResponse:
+    if status != 200 or body.get("status") == "ignored":
+        # Stored deliveries are counted from their rows; these leave none.
+        webhook_outcome_count(outcome=body.get("error") or body.get("status", "?"))
+    return JsonResponse(body, status=status)

@@ -149,10 +149,12 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 LOGIN_URL = "admin:login"
 
 # --- procrastinate -------------------------------------------------------------
-# Workers beat every 5 s and count as stalled after 15 s of silence, so a job whose
-# worker was SIGKILLed is rescued well within the 30 s goal (fulfillment.tasks).
-WORKER_HEARTBEAT_SECONDS = 5.0
-WORKER_STALLED_AFTER_SECONDS = 15.0
+# Workers beat every 2 s and count as stalled after 10 s (five missed beats: a
+# busy event loop or a slow commit must not make a live worker look dead). With
+# rescue every 5 s and 2 s fetch polling, a job whose worker was SIGKILLed runs
+# again on another worker within about 17 s, inside the 30 s goal.
+WORKER_HEARTBEAT_SECONDS = 2.0
+WORKER_STALLED_AFTER_SECONDS = 10.0
 PROCRASTINATE_WORKER_DEFAULTS = {
     "concurrency": env_int("WORKER_CONCURRENCY", 4, minimum=1),
     "update_heartbeat_interval": WORKER_HEARTBEAT_SECONDS,

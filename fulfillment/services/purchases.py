@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.postgres.functions import TransactionNow
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from fulfillment import queueing
@@ -31,6 +31,7 @@ from fulfillment.models import (
     Student,
     TraceEvent,
     WebhookDelivery,
+    WebhookOutcomeCount,
 )
 from fulfillment.services import allocation, cache
 from fulfillment.services.trace import purchase_transition, trace_record
@@ -319,3 +320,18 @@ _HANDLERS: dict[str, _Handler] = {
     "payment_intent.succeeded": _payment_succeeded,
     "charge.refunded": _charge_refunded,
 }
+
+
+def webhook_outcome_count(*, outcome: str) -> None:
+    """Count one delivery that stores nothing else (refused or ignored): a
+    single upsert in autocommit. Stored deliveries are counted from their rows."""
+    table = WebhookOutcomeCount._meta.db_table
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (outcome, count) VALUES (%s, 1) "  # noqa: S608
+                f"ON CONFLICT (outcome) DO UPDATE SET count = {table}.count + 1",
+                [outcome[:40]],
+            )
+    except DatabaseError:
+        logger.warning("webhook outcome not counted", extra={"outcome": outcome})
