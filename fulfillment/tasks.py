@@ -106,7 +106,8 @@ def top_up_session_windows(timestamp: int) -> None:
 # retry).
 
 
-@app.periodic(cron="*/5 * * * * *", periodic_id="rescue_stalled_jobs")
+# croniter reads a sixth field as seconds: "* * * * * */5" is every 5 s.
+@app.periodic(cron="* * * * * */5", periodic_id="rescue_stalled_jobs")
 @app.task(queue="maintenance", queueing_lock="rescue_stalled_jobs")
 def rescue_stalled_jobs(timestamp: int) -> None:
     """Every 5 s: requeue jobs whose worker stopped beating (SIGKILL, OOM, lost
