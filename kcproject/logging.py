@@ -75,3 +75,16 @@ def _compact(value: Any) -> str:
     if isinstance(value, str) and " " not in value:
         return value
     return json.dumps(value, default=str)
+
+
+class QuietMaintenanceJobs(logging.Filter):
+    """Drop procrastinate's routine start/success lines for the maintenance
+    queue (a rescue runs every 5 s); their warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith(
+            "procrastinate.worker"
+        ):
+            return True
+        job = getattr(record, "job", None)
+        return not (isinstance(job, dict) and job.get("queue") == "maintenance")

@@ -183,8 +183,13 @@ LOGGING: dict[str, Any] = {
         "text": {"()": "kcproject.logging.TextFormatter"},
         "json": {"()": "kcproject.logging.JsonFormatter"},
     },
+    "filters": {"quiet_maintenance": {"()": "kcproject.logging.QuietMaintenanceJobs"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["quiet_maintenance"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
