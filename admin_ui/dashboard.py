@@ -1,7 +1,11 @@
 """The operations dashboard: the first page staff see after logging in.
 
-Modules read through ``fulfillment.selectors``; the full console (failed jobs,
-workers, queues, actions) is built on this in the ops-console issue.
+It answers "why is this purchase not allocated?" and links straight to the fix.
+Modules read through ``fulfillment.selectors`` (and the console-only reads of
+``fulfillment.console_selectors``); the buttons post to admin views that call
+``fulfillment.services.operations``. Each module needs a view permission and each
+button its action permission. Every query here runs on each dashboard load, so
+each module costs one to three cheap queries.
 """
 
 from __future__ import annotations
@@ -9,57 +13,276 @@ from __future__ import annotations
 from typing import Any
 
 from admin_tools.dashboard import Dashboard, modules
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.timesince import timesince
+from django.utils.http import urlencode
 
-from fulfillment.models import Purchase
+from fulfillment import console_selectors, selectors
 
 
-class PendingAllocationsModule(modules.DashboardModule):  # type: ignore[misc]
-    """Purchases waiting for a trainer, oldest first, with the reason."""
+def duration(seconds: float | None) -> str:
+    """A short age for people: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    if hours < 24:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
 
-    title = "Pending allocations"
-    template = "admin_ui/dashboard/pending_allocations.html"
-    limit = 20
+
+class OpsModule(modules.DashboardModule):  # type: ignore[misc]
+    """A console module: fixed in place (an ops page must not lose its panes to
+    a stray click), collapsible, shown only with ``permission``."""
+
+    draggable = False
+    deletable = False
+    collapsible = True
+    permission = "fulfillment.view_purchase"
+    layout = "wide"  # or "third": three side by side
     _initialized: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.css_classes.append(f"ops-{self.layout}")
 
     def init_with_context(self, context: Any) -> None:
         if self._initialized:
             return
-        waiting = Purchase.objects.filter(
-            status__in=[Purchase.Status.ALLOCATION_PENDING, Purchase.Status.WAITLISTED]
-        ).select_related("student", "course")
-        total = waiting.count()
-        now = timezone.now()
+        self.user = context["request"].user
+        self.load()
+        self._initialized = True
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def is_empty(self) -> bool:
+        # Empty is news too ("nothing waiting"): always show the module.
+        return False
+
+
+class PendingAllocationsModule(OpsModule):
+    """Purchases waiting for a trainer, oldest first, with the reason."""
+
+    title = "Pending allocations"
+    template = "admin_ui/dashboard/pending_allocations.html"
+    limit = 25
+
+    def load(self) -> None:
+        total, waiting = console_selectors.waiting_purchases(limit=self.limit)
+        self.total = total
         self.title = f"Pending allocations ({total})"
+        self.title_url = (
+            reverse("admin:fulfillment_purchase_changelist")
+            + "?"
+            + urlencode({"status__in": ",".join(console_selectors.WAITING_STATUSES)})
+        )
+        self.can_assign = self.user.has_perm("fulfillment.assign_trainer")
+        self.can_retry = self.user.has_perm("fulfillment.retry_allocation")
         self.children = [
             {
-                "purchase": purchase,
-                "age": timesince(purchase.created_at, now),
-                "url": reverse("admin:fulfillment_purchase_change", args=[purchase.pk]),
+                "row": row,
+                "age": duration(row.waiting_s),
+                "url": reverse(
+                    "admin:fulfillment_purchase_change", args=[row.purchase.pk]
+                ),
+                "assign_url": reverse(
+                    "admin:fulfillment_purchase_assign", args=[row.purchase.pk]
+                ),
+                "retry_url": reverse(
+                    "admin:fulfillment_purchase_retry", args=[row.purchase.pk]
+                ),
             }
-            for purchase in waiting.order_by("created_at")[: self.limit]
+            for row in waiting
         ]
-        if not self.children:
-            self.pre_content = "Nothing is waiting for a trainer."
-        self._initialized = True
+
+
+class NeedsAttentionModule(OpsModule):
+    """Payments whose metadata could not become a purchase."""
+
+    title = "Payments that need attention"
+    template = "admin_ui/dashboard/needs_attention.html"
+    permission = "fulfillment.view_payment"
+    limit = 10
+
+    def load(self) -> None:
+        unresolved = selectors.payments_needing_attention()
+        payments = list(unresolved.order_by("created_at")[: self.limit])
+        total = len(payments) if len(payments) < self.limit else unresolved.count()
+        self.title = f"Payments that need attention ({total})"
+        self.title_url = (
+            reverse("admin:fulfillment_payment_changelist") + "?attention=yes"
+        )
+        self.can_reprocess = self.user.has_perm("fulfillment.reprocess_payment")
+        now = timezone.now()
+        self.children = [
+            {
+                "payment": payment,
+                "amount": f"{payment.amount / 100:,.2f} {payment.currency.upper()}",
+                "age": duration((now - payment.created_at).total_seconds()),
+                "url": reverse("admin:fulfillment_payment_change", args=[payment.pk]),
+                "reprocess_url": reverse(
+                    "admin:fulfillment_payment_reprocess", args=[payment.pk]
+                ),
+            }
+            for payment in payments
+        ]
+
+
+class FailedJobsModule(OpsModule):
+    """Failed jobs grouped by task and error shape, with a retry per group."""
+
+    title = "Failed jobs"
+    template = "admin_ui/dashboard/failed_jobs.html"
+    permission = "procrastinate.view_procrastinatejob"
+
+    def load(self) -> None:
+        groups = selectors.failed_job_groups()
+        self.total = sum(group.count for group in groups)
+        self.title = f"Failed jobs ({self.total})"
+        jobs_url = reverse("admin:procrastinate_procrastinatejob_changelist")
+        self.title_url = jobs_url + "?status__exact=failed"
+        self.can_retry = self.user.has_perm("fulfillment.retry_failed_jobs")
+        self.retry_url = reverse("admin:fulfillment_jobfailure_retry")
+        now = timezone.now()
+        self.children = [
+            {
+                "group": group,
+                "task": group.task_name.rsplit(".", 1)[-1],
+                "last_seen": duration((now - group.last_seen).total_seconds()),
+                "jobs_url": jobs_url
+                + "?"
+                + urlencode({"id__in": ",".join(map(str, group.job_ids))}),
+            }
+            for group in groups
+        ]
+
+
+class WorkersModule(OpsModule):
+    """Live workers, and loud warnings when work has nobody to run it."""
+
+    title = "Workers"
+    template = "admin_ui/dashboard/workers.html"
+    permission = "procrastinate.view_procrastinatejob"
+    layout = "third"
+
+    def load(self) -> None:
+        workers = selectors.live_workers()
+        queues = selectors.queue_stats()
+        self.title = f"Workers ({len(workers)} alive)"
+        self.title_url = (
+            reverse("admin:procrastinate_procrastinatejob_changelist")
+            + "?status__exact=doing"
+        )
+        self.alarms: list[str] = []
+        if not workers:
+            self.alarms.append(
+                "No worker is alive: nothing is being processed. Start one "
+                "(make worker, or docker compose up worker)."
+            )
+        else:
+            for stats in queues:
+                waiting = stats.todo + stats.scheduled + stats.doing
+                if waiting and not any(w.serves(stats.queue) for w in workers):
+                    self.alarms.append(
+                        f"Queue {stats.queue} has {waiting} job(s) and no live "
+                        "worker serves it."
+                    )
+        stalled = selectors.stalled_jobs_count()
+        if stalled:
+            self.alarms.append(
+                f"{stalled} job(s) belong to a worker that stopped; they are "
+                "requeued automatically."
+            )
+        stalled_after = settings.WORKER_STALLED_AFTER_SECONDS
+        self.children = [
+            {
+                "worker": worker,
+                "label": worker.name or f"worker {worker.worker_id}",
+                "where": f"{worker.host}:{worker.pid}" if worker.host else "",
+                "queues": (
+                    "not known yet (no job run)"
+                    if worker.queues is None
+                    else ", ".join(worker.queues) or "all queues"
+                ),
+                "heartbeat": duration(worker.heartbeat_age_s),
+                "late": worker.heartbeat_age_s > stalled_after / 2,
+            }
+            for worker in workers
+        ]
+
+
+class QueuesModule(OpsModule):
+    """Jobs per queue and the age of the oldest waiting one."""
+
+    title = "Queues"
+    template = "admin_ui/dashboard/queues.html"
+    permission = "procrastinate.view_procrastinatejob"
+    layout = "third"
+
+    def load(self) -> None:
+        jobs_url = reverse("admin:procrastinate_procrastinatejob_changelist")
+        self.title_url = jobs_url
+        self.children = [
+            {
+                "stats": stats,
+                "oldest": duration(stats.oldest_ready_age_s)
+                if stats.oldest_ready_age_s is not None
+                else "-",
+                "slow": (stats.oldest_ready_age_s or 0) > 60,
+                "url": jobs_url + "?" + urlencode({"queue_name": stats.queue}),
+            }
+            for stats in selectors.queue_stats()
+        ]
+
+
+class TodayModule(OpsModule):
+    """The payments received today and what became of them."""
+
+    title = "Today"
+    template = "admin_ui/dashboard/today.html"
+    layout = "third"
+
+    def load(self) -> None:
+        self.summary = console_selectors.today_summary()
+        self.title = f"Today (since {self.summary.since:%H:%M %Z})"
+        self.median = duration(self.summary.median_to_allocation_s)
+        self.changelist = reverse("admin:fulfillment_purchase_changelist")
 
 
 class OperationsDashboard(Dashboard):  # type: ignore[misc]
-    columns = 2
+    title = "Operations"
+    # One column: wide modules fill it, "third" modules sit three abreast
+    # (console.css).
+    columns = 1
+
+    class Media:
+        css = {"all": ("admin_ui/console.css",)}
 
     def init_with_context(self, context: Any) -> None:
-        self.children.append(PendingAllocationsModule())
-        self.children.append(
-            modules.ModelList(
-                "Fulfilment",
-                models=["fulfillment.models.*"],
+        user = context["request"].user
+        for module in (
+            PendingAllocationsModule(),
+            NeedsAttentionModule(),
+            FailedJobsModule(),
+            WorkersModule(),
+            QueuesModule(),
+            TodayModule(),
+        ):
+            if user.has_perm(module.permission):
+                self.children.append(module)
+        if not self.children:
+            self.children.append(
+                modules.DashboardModule(
+                    "Nothing to show",
+                    pre_content="Your account has no access to the fulfilment "
+                    "pages; ask an administrator to add you to the Operations "
+                    "or Support group.",
+                )
             )
-        )
-        self.children.append(
-            modules.ModelList(
-                "Job queue", models=["procrastinate.contrib.django.models.*"]
-            )
-        )
-        self.children.append(modules.RecentActions("Recent actions", 10))

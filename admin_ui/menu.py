@@ -1,4 +1,7 @@
-"""The admin menu: fulfilment pages grouped together."""
+"""The admin menu: the fulfilment pages grouped the way operators work.
+
+``ModelList`` items show only the pages the user may see.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,33 @@ from django.urls import reverse
 
 
 class OperationsMenu(Menu):  # type: ignore[misc]
+    class Media:
+        # The menu is on every admin page, so the console's styles are too.
+        css = {"all": ("admin_ui/console.css",)}
+
     def init_with_context(self, context: Any) -> None:
         self.children += [
             items.MenuItem("Dashboard", reverse("admin:index")),
-            items.ModelList("Fulfilment", models=("fulfillment.models.*",)),
             items.ModelList(
-                "Job queue", models=("procrastinate.contrib.django.models.*",)
+                "Fulfilment",
+                models=(
+                    "fulfillment.models.Purchase",
+                    "fulfillment.models.Payment",
+                    "fulfillment.models.TutoringSession",
+                    "fulfillment.models.Student",
+                    "fulfillment.models.WebhookDelivery",
+                ),
+            ),
+            items.ModelList(
+                "Catalogue",
+                models=("fulfillment.models.Course", "fulfillment.models.Trainer"),
+            ),
+            items.ModelList(
+                "Jobs",
+                models=(
+                    "procrastinate.contrib.django.models.*",
+                    "fulfillment.models.JobFailure",
+                ),
             ),
             items.AppList("Administration", models=("django.contrib.*",)),
         ]
