@@ -299,6 +299,7 @@ class PurchaseOfStudentInline(admin.TabularInline[models.Purchase, models.Studen
     extra = 0
     can_delete = False
     show_change_link = True
+    classes = ["ops-quiet-original"]
     fields = readonly_fields = ("course", "status", "trainer", "created_at")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -544,6 +545,7 @@ class TutoringSessionInline(
     model = models.TutoringSession
     extra = 0
     can_delete = False
+    classes = ["ops-quiet-original"]
     fields = readonly_fields = ("sequence", "starts_at", "ends_at", "status", "trainer")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
