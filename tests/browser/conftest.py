@@ -15,11 +15,6 @@ from tests.conftest import ROOT
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-# Playwright's sync API runs an event loop in the test's thread, and Django then
-# refuses ORM calls from it (SynchronousOnlyOperation). The tests only use the
-# ORM between browser steps, never concurrently with them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -29,10 +24,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """One browser per test: Playwright's sync API keeps an event loop running
+    in this thread until it stops, which would break every later test that
+    runs asyncio itself (the in-process worker)."""
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: run `make browser-deps` as root"
         if os.geteuid() == 0:
@@ -41,12 +40,25 @@ def browser() -> Iterator[Browser]:
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
+    # With that loop running, Django refuses ORM calls from this thread
+    # (SynchronousOnlyOperation). The tests only use the ORM between browser
+    # steps, never concurrently with them; allowed while the browser is up.
+    previous = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                yield launched
+            finally:
+                launched.close()
+    finally:
+        if previous is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = previous
 
 
 @pytest.fixture
