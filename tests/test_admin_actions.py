@@ -460,6 +460,11 @@ def test_changing_a_trainer_retries_the_waitlist(
         "/admin/fulfillment/webhookdelivery/",
         "/admin/fulfillment/jobfailure/",
         "/admin/procrastinate/procrastinatejob/",
+        # The dashboard's links.
+        "/admin/fulfillment/purchase/?status__in=allocation_pending%2Cwaitlisted",
+        "/admin/procrastinate/procrastinatejob/?status__exact=failed",
+        "/admin/procrastinate/procrastinatejob/?id__in=1%2C2",
+        "/admin/procrastinate/procrastinatejob/?queue_name=allocation",
     ],
 )
 def test_every_console_page_opens(
