@@ -155,7 +155,10 @@ class FailedJobsModule(OpsModule):
             {
                 "group": group,
                 "task": group.task_name.rsplit(".", 1)[-1],
-                "last_seen": duration((now - group.last_seen).total_seconds()),
+                # Groups whose error was never recorded have no time either.
+                "last_seen": f"{duration((now - group.last_seen).total_seconds())} ago"
+                if group.last_seen.year > 1
+                else "unknown",
                 "jobs_url": jobs_url
                 + "?"
                 + urlencode({"id__in": ",".join(map(str, group.job_ids))}),

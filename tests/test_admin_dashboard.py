@@ -281,3 +281,21 @@ def test_today_counts_the_payments_and_what_became_of_them(
         "Need attention": "1",
         "Median payment → allocation": "1 min",
     }
+
+
+def test_a_failed_job_without_a_recorded_error_is_still_listed(
+    client: Client, signed_post: SignedPost
+) -> None:
+    purchase = buy(signed_post, factories.course())
+    [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", [job.id]
+        )
+    sign_in(client, "Operations")
+
+    failed = module(dashboard(client), "Failed jobs")
+
+    assert "error not recorded" in failed
+    assert "unknown" in failed
+    assert "Retry 1" in failed
