@@ -375,19 +375,16 @@ class FailedJobGroup:
 
 def failed_job_groups(*, limit: int = 20) -> list[FailedJobGroup]:
     """Failed jobs grouped by task and error shape, most recent first."""
-    failed_ids = list(
-        ProcrastinateJob.objects.filter(status="failed").values_list("id", flat=True)
+    # One read of ids and names: a prune between two reads must not break this.
+    tasks: dict[int, str] = dict(
+        ProcrastinateJob.objects.filter(status="failed").values_list("id", "task_name")
     )
+    failed_ids = list(tasks)
     latest: dict[int, JobFailure] = {}
     for recorded in JobFailure.objects.filter(job_id__in=failed_ids).order_by(
         "failed_at"
     ):
         latest[recorded.job_id] = recorded
-    tasks = dict(
-        ProcrastinateJob.objects.filter(id__in=failed_ids).values_list(
-            "id", "task_name"
-        )
-    )
     failed_at: dict[int, dt.datetime] = dict(
         ProcrastinateEvent.objects.filter(job_id__in=failed_ids, type="failed")
         .values("job_id")
