@@ -99,6 +99,22 @@ class ReadOnlyAdmin(admin.ModelAdmin[_M]):
         return False
 
 
+_Parent = TypeVar("_Parent", bound=Model)
+
+
+class ReadOnlyInline(admin.TabularInline[_M, _Parent]):
+    """Rows shown inside their parent's page, never added or changed there."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 # --- catalogue --------------------------------------------------------------------
 
 
@@ -294,19 +310,13 @@ class TrainerAdmin(CatalogueAdmin[models.Trainer]):
 # --- people and payments ----------------------------------------------------------
 
 
-class PurchaseOfStudentInline(admin.TabularInline[models.Purchase, models.Student]):
+class PurchaseOfStudentInline(ReadOnlyInline[models.Purchase, models.Student]):
     model = models.Purchase
     extra = 0
     can_delete = False
     show_change_link = True
     classes = ["ops-quiet-original"]
     fields = readonly_fields = ("course", "status", "trainer", "created_at")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(models.Student)
@@ -539,20 +549,12 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin[models.WebhookDelivery]):
 # --- purchases --------------------------------------------------------------------
 
 
-class TutoringSessionInline(
-    admin.TabularInline[models.TutoringSession, models.Purchase]
-):
+class TutoringSessionInline(ReadOnlyInline[models.TutoringSession, models.Purchase]):
     model = models.TutoringSession
     extra = 0
     can_delete = False
     classes = ["ops-quiet-original"]
     fields = readonly_fields = ("sequence", "starts_at", "ends_at", "status", "trainer")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(models.Purchase)
