@@ -30,11 +30,12 @@ def defer(
 ) -> int | None:
     """Insert a job for ``task`` on Django's connection and return its id.
 
-    With a ``queueing_lock``, a job already waiting under that lock makes this a
-    no-op returning ``None``. The insert then runs in a savepoint: the unique
-    violation behind ``AlreadyEnqueued`` would otherwise abort the caller's
-    whole transaction.
+    With a ``queueing_lock`` (given here or declared on the task), a job already
+    waiting under that lock makes this a no-op returning ``None``. The insert
+    then runs in a savepoint: the unique violation behind ``AlreadyEnqueued``
+    would otherwise abort the caller's whole transaction.
     """
+    queueing_lock = queueing_lock or task.queueing_lock
     options: dict[str, Any] = {}
     if queueing_lock is not None:
         options["queueing_lock"] = queueing_lock

@@ -53,26 +53,19 @@ def refresh_learnings(student_id: str) -> None:
     leaves it stuck in ``doing`` (procrastinate #1446). A transient failure
     instead defers a fresh refresh for later; a waiting twin makes that a no-op.
     """
-    from fulfillment.services.cache import learnings_refresh
+    from fulfillment.services.cache import learnings_refresh, learnings_refresh_defer
 
     try:
         learnings_refresh(student_id=uuid.UUID(student_id))
     except (OperationalError, InterfaceError):
         logger.warning("learnings refresh postponed", extra={"student_id": student_id})
-        queueing.defer(
-            refresh_learnings,
-            queueing_lock=f"learnings:{student_id}",
-            schedule_in={"seconds": 10},
-            student_id=student_id,
+        learnings_refresh_defer(
+            student_id=uuid.UUID(student_id), schedule_in={"seconds": 10}
         )
 
 
 @app.periodic(cron="*/5 * * * *", periodic_id="reallocate_waitlist")
-@app.task(
-    queue="allocation",
-    queueing_lock="reallocate_waitlist",
-    pass_context=False,
-)
+@app.task(queue="allocation", queueing_lock="reallocate_waitlist")
 def reallocate_waitlist(timestamp: int | None = None) -> None:
     """Try the waitlisted purchases again: every few minutes, and whenever the
     catalogue changes or a refund frees a trainer."""
@@ -84,11 +77,7 @@ def reallocate_waitlist(timestamp: int | None = None) -> None:
         # Same reasoning as refresh_learnings: no procrastinate retry with a
         # queueing lock; the next trigger or tick tries again.
         logger.warning("waitlist retry postponed")
-        queueing.defer(
-            reallocate_waitlist,
-            queueing_lock="reallocate_waitlist",
-            schedule_in={"seconds": 30},
-        )
+        queueing.defer(reallocate_waitlist, schedule_in={"seconds": 30})
 
 
 @app.periodic(cron="*/10 * * * *", periodic_id="top_up_session_windows")

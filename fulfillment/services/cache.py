@@ -29,14 +29,22 @@ def learnings_cache_key(*, student_id: uuid.UUID, version: int) -> str:
 def learnings_invalidate(*, student_id: uuid.UUID) -> None:
     """Bump the student's version and defer a refresh (coalesced per student),
     in the caller's transaction."""
-    from fulfillment import tasks
-
     Student.objects.filter(pk=student_id).update(
         learnings_version=F("learnings_version") + 1
     )
+    learnings_refresh_defer(student_id=student_id)
+
+
+def learnings_refresh_defer(
+    *, student_id: uuid.UUID, schedule_in: dict[str, int] | None = None
+) -> None:
+    """Defer a refresh, coalesced per student: one waiting refresh is enough."""
+    from fulfillment import tasks
+
     queueing.defer(
         tasks.refresh_learnings,
         queueing_lock=f"learnings:{student_id}",
+        schedule_in=schedule_in,
         student_id=str(student_id),
     )
 

@@ -87,7 +87,7 @@ def catalog_import(*, data: object) -> ImportSummary:
             )
             obj.courses.set(course_ids)
             trainer_counts[0 if created else 1] += 1
-        queueing.defer(tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist")
+        queueing.defer(tasks.reallocate_waitlist)
     summary = ImportSummary(*course_counts, *trainer_counts)
     logger.info("catalogue imported", extra={"summary": str(summary)})
     return summary

@@ -283,7 +283,7 @@ def waitlist_recheck() -> None:
     the caller's transaction; coalesced with any retry already waiting."""
     from fulfillment import tasks
 
-    queueing.defer(tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist")
+    queueing.defer(tasks.reallocate_waitlist)
 
 
 def _locked_purchase(purchase_id: uuid.UUID) -> Purchase:

@@ -265,7 +265,7 @@ def purchase_refund(
         reason=f"Refunded; {cancelled} upcoming sessions cancelled.",
         actor=actor,
     )
-    queueing.defer(tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist")
+    queueing.defer(tasks.reallocate_waitlist)
     return payment
 
 

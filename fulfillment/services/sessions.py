@@ -100,9 +100,7 @@ def sessions_materialise(
             allocation.ended_at = now
             allocation.save(update_fields=["status", "ended_at"])
             # The trainer's capacity changed: waiting purchases may fit now.
-            queueing.defer(
-                tasks.reallocate_waitlist, queueing_lock="reallocate_waitlist"
-            )
+            queueing.defer(tasks.reallocate_waitlist)
         if created or completed:
             cache.learnings_invalidate(student_id=purchase.student_id)
             logger.info(
