@@ -7,6 +7,7 @@ deliveries make; the allocation service is then called with an explicit ``now``.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from fulfillment import queueing
-from fulfillment.domain import stripe_events
+from fulfillment.domain import fit, stripe_events
 from fulfillment.domain.fit import Rule
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import (
@@ -770,3 +771,61 @@ def test_trainer_verdicts_see_active_allocations_and_reserved_time(
     assert verdict.trainer.active_allocations == 1
     assert len(verdict.trainer.reserved) == 10
     assert verdict.broken == (Rule.AT_CAPACITY, Rule.ALREADY_RESERVED)
+
+
+# --- the fast path ---------------------------------------------------------------
+
+
+def test_fitting_only_verdicts_are_exactly_the_fitting_ones_of_the_full_roster(
+    signed_post: SignedPost,
+) -> None:
+    """The SQL prefilter of automatic allocation keeps every trainer the pure rules
+    would pick, in the same order, on a varied roster with reservations, full
+    trainers, travel limits, weekdays and working hours."""
+    rnd = random.Random(20300107)  # noqa: S311 (a reproducible roster)
+    home_course = factories.course(mode="home")
+    online_course = factories.course(mode="online")
+    for _ in range(60):
+        factories.trainer(
+            courses=rnd.sample([home_course, online_course], rnd.randint(1, 2)),
+            latitude=factories.HOME[0] + rnd.uniform(-0.12, 0.12),
+            longitude=factories.HOME[1] + rnd.uniform(-0.12, 0.12),
+            max_travel_km=rnd.choice([3, 6, 10]),
+            max_active_students=rnd.choice([1, 2, 4]),
+            weekdays=sorted(rnd.sample(range(7), rnd.randint(4, 7))),
+            work_start=dt.time(rnd.choice([8, 10, 15, 16])),
+            work_end=dt.time(rnd.choice([17, 18, 19, 21])),
+            is_active=rnd.random() > 0.1,
+        )
+    slots = ["10:00", "4:00 PM", "5:30 PM"]
+    for _ in range(25):  # some trainers reserved or full
+        allocate(
+            buy(signed_post, rnd.choice([home_course, online_course]), **_where(rnd))
+        )
+    compared = 0
+    for _ in range(25):
+        course = rnd.choice([home_course, online_course])
+        purchase = Purchase.objects.select_related("course").get(
+            pk=buy(signed_post, course, time_slot=rnd.choice(slots), **_where(rnd)).pk
+        )
+        schedule = purchase_schedule(purchase=purchase, now=NOW)
+        home_visit = course.mode == Course.Mode.HOME
+
+        full = trainer_verdicts(purchase=purchase, slots=schedule)
+        fast = trainer_verdicts(purchase=purchase, slots=schedule, fitting_only=True)
+
+        expected = fit.rank(full, home_visit=home_visit)
+        assert all(verdict.fits for verdict in fast)
+        assert [
+            (v.trainer.id, v.distance_km) for v in fit.rank(fast, home_visit=home_visit)
+        ] == [(v.trainer.id, v.distance_km) for v in expected]
+        compared += len(expected)
+    assert compared > 10  # the roster let some purchases fit
+
+
+def _where(rnd: random.Random) -> dict[str, str]:
+    return {
+        "latitude": str(factories.HOME[0] + rnd.uniform(-0.1, 0.1)),
+        "longitude": str(factories.HOME[1] + rnd.uniform(-0.1, 0.1)),
+        "delivery_mode": rnd.choice(["WEEKDAY_DAILY", "SUNDAY_ONLY"]),
+    }
