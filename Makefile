@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) scripts/devdb.py exec --
 
-.PHONY: help run test lint typecheck suite browser-deps format worker manage clean
+.PHONY: help run test lint typecheck suite browser-deps format worker manage chaos bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ worker: $(RUNTIME)  ## One more worker against the same database (as on another 
 
 manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
 	$(WITH_DB) $(PY) manage.py $(ARGS)
+
+# Not part of `make test` (the suite runs a short version). It starts a PostgreSQL
+# of its own under .data/chaos (the embedded one; CHAOS_ARGS="--postgres system"
+# for this machine's programs), never the DATABASE_URL one; see scripts/chaos.py.
+chaos: $(RUNTIME)  ## Chaos run: 2000 payments, dups, refunds, SIGKILLs, a PG restart
+	$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
 clean:  ## Remove .venv and caches (keeps .data/, the embedded database)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,662 @@
+#!/usr/bin/env python3
+"""``make chaos``: the pipeline under fire, then its invariants checked in SQL.
+
+Starts a PostgreSQL of its own, the web app under gunicorn and W workers, then
+sends N signed payments at a steady rate: 10 % delivered twice or more (some
+concurrently, each with a new event id, as Stripe does), 2 % refunded later, and
+a sprinkling of bad deliveries (bad signature, stale, malformed, unknown course,
+impossible date). Deliveries without an answer or with a 5xx are retried with
+backoff. Meanwhile a random worker is SIGKILLed every K seconds and replaced,
+and PostgreSQL is restarted once halfway. When the queue has drained it checks:
+
+- every payment Stripe would have delivered has exactly one purchase (lost, double);
+- every purchase is allocated (one active allocation, a reservation per session,
+  its session window), waitlisted with a reason, refunded with nothing scheduled,
+  or needs attention;
+- no two reservations of a trainer overlap; no trainer is over capacity;
+- no pipeline job is left todo or doing; no job failed;
+- every delivery got an answer from the contract's table (503 only while
+  PostgreSQL was down).
+
+It prints a table, writes it as JSON next to the logs, and exits 1 if any
+invariant broke.
+
+    python scripts/chaos.py                         # defaults: 2000 payments, ...
+    python scripts/chaos.py --postgres system       # the machine's PostgreSQL binaries
+    python scripts/chaos.py --database-url URL      # a database on an existing server
+                                                    # (no restart: it is not ours)
+    python scripts/chaos.py --payments 300 --kills 1 --no-restart   # the short one
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import random
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stack
+from stack import Database, Delivery, Sender, Stack
+
+from fulfillment.domain import stripe_events
+
+PIPELINE_TASKS = ("allocate_trainer", "materialise_sessions", "refresh_learnings")
+# How long after PostgreSQL is back a 503 may still be the restart's doing: a web
+# process notices its connection is gone on the next request and reconnects.
+RESTART_GRACE_S = 2.0
+# Expected final answers (status code, body "status" or "error"), per delivery kind.
+EXPECTED: dict[str, set[tuple[int, str]]] = {
+    "payment": {(200, "accepted"), (200, "duplicate")},
+    "duplicate": {(200, "accepted"), (200, "duplicate")},
+    "refund": {(200, "refunded")},
+    "bad_signature": {(400, "invalid_signature")},
+    "stale_signature": {(400, "invalid_signature")},
+    "malformed": {(400, "malformed_payload")},
+    "unknown_course": {(200, "needs_attention")},
+    "impossible_date": {(200, "needs_attention")},
+}
+BAD_KINDS = [
+    "bad_signature",
+    "stale_signature",
+    "malformed",
+    "unknown_course",
+    "impossible_date",
+]
+
+
+@dataclasses.dataclass
+class Chaos:
+    kills: int = 0
+    worker_exits: int = 0
+    restarts: int = 0
+    down: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    # (kill time, ids of the jobs the killed worker was running)
+    killed_jobs: list[tuple[float, list[int]]] = dataclasses.field(default_factory=list)
+
+
+# --- the plan ----------------------------------------------------------------------
+
+
+def plan(
+    *, payments: int, rate: float, seed: int, courses: list[dict[str, Any]]
+) -> tuple[list[tuple[float, Delivery]], dict[str, set[str]]]:
+    """What to send when: (offset in seconds, delivery), and the payment intents
+    by what should become of them (``stored``, ``refunded``, ``attention``)."""
+    rng = random.Random(seed)
+    students = stack.Students(random.Random(seed + 1))
+    schedule: list[tuple[float, Delivery]] = []
+    fate: dict[str, set[str]] = {"stored": set(), "refunded": set(), "attention": set()}
+    for number in range(payments):
+        offset = number / rate
+        metadata = stack.payment_metadata(rng, students, courses)
+        pi = stripe_events.new_id("pi")
+        fate["stored"].add(pi)
+
+        def event(pi: str = pi, metadata: dict[str, str] = metadata) -> dict[str, Any]:
+            return stripe_events.payment_intent_succeeded(
+                metadata=metadata, payment_intent=pi
+            )
+
+        first = Delivery("payment", pi, event())
+        schedule.append((offset, first))
+        roll = rng.random()
+        if roll < 0.10:  # delivered again, with a new event id each time
+            for _ in range(rng.choice([1, 1, 2])):
+                twin_at = offset if rng.random() < 0.4 else offset + rng.uniform(0.2, 8)
+                schedule.append((twin_at, Delivery("duplicate", pi, event())))
+        elif roll < 0.12:  # refunded a little later
+            fate["refunded"].add(pi)
+            refund = Delivery(
+                "refund", pi, stripe_events.charge_refunded(payment_intent=pi)
+            )
+            first.then.append((rng.uniform(1, 10), refund))
+        if rng.random() < 0.03:
+            kind = rng.choice(BAD_KINDS)
+            bad = _bad_delivery(kind, stack.payment_metadata(rng, students, courses))
+            if kind in ("unknown_course", "impossible_date"):
+                fate["attention"].add(bad.payment_intent)
+            schedule.append((offset + rng.uniform(0, 1 / rate), bad))
+    schedule.sort(key=lambda item: item[0])
+    return schedule, fate
+
+
+def _bad_delivery(kind: str, metadata: dict[str, str]) -> Delivery:
+    pi = stripe_events.new_id("pi")
+    if kind == "unknown_course":
+        metadata["course_id"] = str(uuid.uuid4())
+    elif kind == "impossible_date":
+        metadata["start_date"] = "2027-02-30"
+    event = stripe_events.payment_intent_succeeded(metadata=metadata, payment_intent=pi)
+    if kind == "bad_signature":
+        return Delivery(
+            kind,
+            pi,
+            event,
+            signature=lambda body: stripe_events.signature_header(
+                body,
+                secret="whsec_not_the_right_one",  # noqa: S106  (a wrong one on purpose)
+            ),
+        )
+    if kind == "stale_signature":
+        return Delivery(
+            kind,
+            pi,
+            event,
+            signature=lambda body: stripe_events.signature_header(
+                body, secret=_SECRET[0], timestamp=int(time.time()) - 3600
+            ),
+        )
+    if kind == "malformed":
+        return Delivery(kind, pi, raw=b'{"id": "evt_1", "type": "payment_intent.succ')
+    return Delivery(kind, pi, event)
+
+
+_SECRET = [""]  # the stack's webhook secret, for the stale signatures
+
+
+# --- the chaos ---------------------------------------------------------------------
+
+
+def monkey(
+    stk: Stack,
+    chaos: Chaos,
+    *,
+    every: float,
+    max_kills: int | None,
+    restart_at: float | None,
+    stop: threading.Event,
+    rng: random.Random,
+) -> None:
+    """SIGKILL a random worker every ``every`` seconds and start a new one;
+    restart PostgreSQL once at ``restart_at`` (monotonic); replace any worker
+    that exits on its own."""
+    next_kill = time.monotonic() + every
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        for process in list(stk.workers):
+            if process.poll() is not None:
+                chaos.worker_exits += 1
+                stk.workers.remove(process)
+                stk.start_worker()
+        if restart_at is not None and now >= restart_at and not chaos.restarts:
+            began = time.monotonic()
+            stk.database.restart()
+            chaos.down.append((began, time.monotonic()))
+            chaos.restarts += 1
+            print(
+                f"chaos: PostgreSQL restarted ({time.monotonic() - began:.1f}s down)",
+                flush=True,
+            )
+        if now >= next_kill and (max_kills is None or chaos.kills < max_kills):
+            next_kill = now + every
+            if not stk.workers:
+                continue
+            victim = rng.choice(stk.workers)
+            running = _running_jobs(stk, victim.pid)
+            stk.kill_worker(victim)
+            chaos.kills += 1
+            chaos.killed_jobs.append((time.time(), running))
+            stk.start_worker()
+
+
+def _running_jobs(stk: Stack, pid: int) -> list[int]:
+    with contextlib.suppress(psycopg.Error), stk.database.connect() as conn:
+        rows = conn.execute(
+            """
+            SELECT j.id FROM procrastinate_jobs j
+            JOIN fulfillment_workerpresence w ON w.worker_id = j.worker_id
+            WHERE j.status = 'doing' AND w.pid = %s
+            """,
+            [pid],
+        ).fetchall()
+        return [row[0] for row in rows]
+    return []
+
+
+# --- the checks --------------------------------------------------------------------
+
+
+def drain(stk: Stack, *, timeout: float) -> float:
+    """Wait until no pipeline job is todo or doing and no purchase waits for its
+    allocation; return how long it took."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        with contextlib.suppress(psycopg.Error), stk.database.connect() as conn:
+            busy = conn.execute(
+                """
+                SELECT (SELECT count(*) FROM procrastinate_jobs
+                        WHERE status IN ('todo', 'doing')
+                          AND split_part(task_name, '.', -1) = ANY(%s))
+                     + (SELECT count(*) FROM fulfillment_purchase
+                        WHERE status = 'allocation_pending')
+                """,
+                [list(PIPELINE_TASKS)],
+            ).fetchone()
+            if busy and busy[0] == 0:
+                return time.monotonic() - began
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def check(
+    stk: Stack, fate: dict[str, set[str]], deliveries: list[Delivery], chaos: Chaos
+) -> dict[str, Any]:
+    with stk.database.connect() as conn:
+        stored = dict(
+            conn.execute(
+                """
+                SELECT p.payment_intent, count(pu.id)
+                FROM fulfillment_payment p
+                LEFT JOIN fulfillment_purchase pu ON pu.payment_id = p.id
+                WHERE p.payment_intent = ANY(%s)
+                GROUP BY p.payment_intent
+                """,
+                [sorted(fate["stored"])],
+            ).fetchall()
+        )
+        attention = {
+            row[0]
+            for row in conn.execute(
+                "SELECT payment_intent FROM fulfillment_payment "
+                "WHERE payment_intent = ANY(%s) AND attention_reason <> ''",
+                [sorted(fate["attention"])],
+            )
+        }
+        purchases = conn.execute(
+            """
+            SELECT p.id, pay.payment_intent, p.status, p.status_reason,
+                   p.total_sessions, p.trainer_id IS NOT NULL,
+                   (SELECT count(*) FROM fulfillment_trainerallocation a
+                    WHERE a.purchase_id = p.id AND a.status = 'active'),
+                   (SELECT count(*) FROM fulfillment_reservation r
+                    JOIN fulfillment_trainerallocation a ON a.id = r.allocation_id
+                    WHERE a.purchase_id = p.id AND a.status = 'active'),
+                   (SELECT count(*) FROM fulfillment_reservation r
+                    JOIN fulfillment_trainerallocation a ON a.id = r.allocation_id
+                    WHERE a.purchase_id = p.id AND a.status = 'active'
+                      AND upper(r.during) > now()),
+                   (SELECT count(*) FROM fulfillment_tutoringsession s
+                    WHERE s.purchase_id = p.id AND s.status = 'scheduled'
+                      AND s.ends_at > now()),
+                   (SELECT count(*) FROM fulfillment_tutoringsession s
+                    WHERE s.purchase_id = p.id AND s.status = 'scheduled')
+            FROM fulfillment_purchase p
+            JOIN fulfillment_payment pay ON pay.id = p.payment_id
+            """
+        ).fetchall()
+        overlaps = conn.execute(
+            """
+            SELECT count(*) FROM fulfillment_reservation a
+            JOIN fulfillment_reservation b
+              ON a.trainer_id = b.trainer_id AND a.id < b.id AND a.during && b.during
+            """
+        ).fetchone()[0]  # type: ignore[index]
+        over_capacity = conn.execute(
+            """
+            SELECT count(*) FROM (
+                SELECT t.id FROM fulfillment_trainer t
+                JOIN fulfillment_trainerallocation a
+                  ON a.trainer_id = t.id AND a.status = 'active'
+                GROUP BY t.id HAVING count(*) > max(t.max_active_students)) x
+            """
+        ).fetchone()[0]  # type: ignore[index]
+        jobs = dict(
+            conn.execute(
+                """
+                SELECT status, count(*) FROM procrastinate_jobs
+                WHERE status = 'failed'
+                   OR (status IN ('todo', 'doing')
+                       AND split_part(task_name, '.', -1) = ANY(%s))
+                GROUP BY status
+                """,
+                [list(PIPELINE_TASKS)],
+            ).fetchall()
+        )
+        failed_tasks = conn.execute(
+            "SELECT task_name, count(*) FROM procrastinate_jobs "
+            "WHERE status = 'failed' GROUP BY task_name ORDER BY 1"
+        ).fetchall()
+        rescued, rescued_done = _rescue_times(conn, chaos)
+
+    problems: list[str] = []
+    lost = sorted(pi for pi in fate["stored"] if stored.get(pi, 0) == 0)
+    double = sorted(pi for pi, n in stored.items() if n > 1)
+    problems += [f"lost: {pi} has no purchase" for pi in lost[:10]]
+    problems += [f"double: {pi} has {stored[pi]} purchases" for pi in double[:10]]
+    accepted = Counter(
+        d.payment_intent
+        for d in deliveries
+        for a in d.attempts
+        if a.status == 200 and a.body.get("status") == "accepted"
+    )
+    accepted_twice = sorted(pi for pi, n in accepted.items() if n > 1)
+    problems += [
+        f"double: {pi} was accepted {accepted[pi]} times" for pi in accepted_twice
+    ]
+    unflagged = sorted(fate["attention"] - attention)
+    problems += [f"attention: {pi} was not kept for operators" for pi in unflagged]
+
+    states: Counter[str] = Counter()
+    bad_purchases = 0
+    for (
+        purchase_id,
+        pi,
+        status,
+        reason,
+        total,
+        has_trainer,
+        allocations,
+        reservations,
+        ahead,
+        upcoming,
+        scheduled,
+    ) in purchases:
+        states[status] += 1
+        fault = _purchase_fault(
+            status,
+            reason,
+            total,
+            has_trainer,
+            allocations,
+            reservations,
+            ahead,
+            upcoming,
+            scheduled,
+        )
+        if fault is None and pi in fate["refunded"] and status != "refunded":
+            fault = f"refunded payment but purchase is {status}"
+        if fault:
+            bad_purchases += 1
+            if bad_purchases <= 10:
+                problems.append(f"purchase {purchase_id} ({pi}): {fault}")
+
+    unexpected = _unexpected_answers(deliveries, chaos.down)
+    problems += [f"answer: {text}" for text in unexpected[:10]]
+    if overlaps:
+        problems.append(f"{overlaps} pairs of overlapping reservations")
+    if over_capacity:
+        problems.append(f"{over_capacity} trainers over capacity")
+    left = jobs.get("todo", 0) + jobs.get("doing", 0)
+    if left:
+        problems.append(f"{left} pipeline jobs left todo or doing")
+    problems += [f"{n} failed jobs of {task}" for task, n in failed_tasks]
+    return {
+        "payments": len(fate["stored"]),
+        "deliveries": len(deliveries),
+        "attempts": sum(len(d.attempts) for d in deliveries),
+        "duplicates": sum(d.kind == "duplicate" for d in deliveries),
+        "refunds": sum(d.kind == "refund" for d in deliveries),
+        "bad deliveries": sum(d.kind in BAD_KINDS for d in deliveries),
+        "answers 503": sum(a.status == 503 for d in deliveries for a in d.attempts),
+        "no answer": sum(a.status is None for d in deliveries for a in d.attempts),
+        "kills": chaos.kills,
+        "worker exits": chaos.worker_exits,
+        "restarts": chaos.restarts,
+        "rescued jobs": len(rescued),
+        "longest rescue s": round(max(rescued, default=0.0), 1),
+        "longest kill to done s": round(max(rescued_done, default=0.0), 1),
+        "allocated": states["allocated"],
+        "waitlisted": states["waitlisted"],
+        "refunded": states["refunded"],
+        "needs attention": len(attention),
+        "lost": len(lost),
+        "double": len(double) + len(accepted_twice),
+        "bad purchases": bad_purchases,
+        "overlaps": overlaps,
+        "over capacity": over_capacity,
+        "jobs left": left,
+        "failed jobs": jobs.get("failed", 0),
+        "unexpected answers": len(unexpected),
+        "problems": problems,
+    }
+
+
+def _purchase_fault(
+    status: str,
+    reason: str,
+    total: int,
+    has_trainer: bool,
+    allocations: int,
+    reservations: int,
+    ahead: int,
+    upcoming: int,
+    scheduled: int,
+) -> str | None:
+    if status == "allocated":
+        if allocations != 1 or not has_trainer:
+            return f"allocated with {allocations} active allocations"
+        if reservations != total:
+            return f"allocated with {reservations} of {total} reservations"
+        if upcoming < min(7, ahead):
+            return f"allocated with {upcoming} sessions in its window"
+        return None
+    if status == "waitlisted":
+        if not reason.strip():
+            return "waitlisted without a reason"
+        return (
+            f"waitlisted with {allocations} active allocations" if allocations else None
+        )
+    if status == "refunded":
+        if allocations or scheduled:
+            return f"refunded with {allocations} allocations, {scheduled} sessions"
+        return None
+    if status == "needs_attention":
+        return None
+    return f"left {status}"
+
+
+def _unexpected_answers(
+    deliveries: list[Delivery], down: list[tuple[float, float]]
+) -> list[str]:
+    def while_down(attempt: stack.Attempt) -> bool:
+        return any(
+            attempt.started <= end + RESTART_GRACE_S and attempt.ended >= begin
+            for begin, end in down
+        )
+
+    found = []
+    for delivery in deliveries:
+        for attempt in delivery.attempts[:-1]:
+            if not while_down(attempt):
+                found.append(
+                    f"{delivery.kind} {delivery.payment_intent}: "
+                    f"{attempt.status or 'no answer'} while PostgreSQL was up"
+                )
+        final = delivery.answer
+        if final is None:
+            found.append(f"{delivery.kind} {delivery.payment_intent}: never sent")
+            continue
+        key = final.body.get("status") or final.body.get("error") or ""
+        if (final.status, key) not in EXPECTED[delivery.kind]:
+            found.append(
+                f"{delivery.kind} {delivery.payment_intent}: "
+                f"{final.status or 'no answer'} {key}".rstrip()
+            )
+    return found
+
+
+def _rescue_times(
+    conn: psycopg.Connection[Any], chaos: Chaos
+) -> tuple[list[float], list[float]]:
+    """For each job a killed worker was running: seconds from the kill until the
+    job ran again (or was closed as superseded), and until it was done."""
+    rescued, done = [], []
+    for killed_at, job_ids in chaos.killed_jobs:
+        if not job_ids:
+            continue
+        rows = conn.execute(
+            """
+            SELECT job_id,
+                   extract(epoch FROM min(at) FILTER (
+                       WHERE type IN ('started', 'aborted', 'failed')
+                         AND at > to_timestamp(%s))),
+                   extract(epoch FROM max(at) FILTER (
+                       WHERE type IN ('succeeded', 'failed', 'aborted', 'cancelled')))
+            FROM procrastinate_events WHERE job_id = ANY(%s)
+            GROUP BY job_id
+            """,
+            [killed_at, job_ids],
+        ).fetchall()
+        found = {job_id: (again, end) for job_id, again, end in rows}
+        for job_id in job_ids:
+            again, end = found.get(job_id, (None, None))
+            rescued.append(float(again) - killed_at if again else float("inf"))
+            done.append(float(end) - killed_at if end else float("inf"))
+    return rescued, done
+
+
+# --- main --------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payments", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=20.0, help="payments per second")
+    parser.add_argument("--workers", type=int, default=3, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker")
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--trainers", type=int, default=300)
+    parser.add_argument("--kill-every", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--kills", type=int, default=None, help="at most this many")
+    parser.add_argument(
+        "--no-restart", action="store_true", help="do not restart PostgreSQL"
+    )
+    parser.add_argument(
+        "--postgres",
+        default="embedded",
+        help="embedded (default), system (this machine's PostgreSQL programs), "
+        "or a directory holding the postgres program",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="use a database of this name on an existing server instead "
+        "(it is dropped and created; PostgreSQL is not restarted)",
+    )
+    parser.add_argument("--dbname", default="fulfillment_chaos")
+    parser.add_argument("--run-dir", type=Path, default=stack.ROOT / ".data" / "chaos")
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the database (and its server) up"
+    )
+    return parser
+
+
+def _database(args: argparse.Namespace) -> Database:
+    if args.database_url:
+        return Database(dbname=args.dbname, server_url=args.database_url)
+    postgres_bin = None
+    if args.postgres == "system":
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        found = shutil.which("postgres")
+        if candidates:
+            postgres_bin = str(candidates[-1].parent)
+        elif found:
+            postgres_bin = str(Path(found).parent)
+        else:
+            raise SystemExit("chaos: --postgres system: no PostgreSQL programs found")
+    elif args.postgres != "embedded":
+        postgres_bin = args.postgres
+    return Database(
+        dbname=args.dbname, data_dir=args.run_dir / "pg", postgres_bin=postgres_bin
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run_dir: Path = args.run_dir
+    shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    database = _database(args)
+    restart = not args.no_restart and database.restartable
+    stk = Stack(
+        database=database,
+        run_dir=run_dir / "logs",
+        web_workers=args.web_workers,
+        worker_concurrency=args.concurrency,
+    )
+    _SECRET[0] = stk.webhook_secret
+    catalogue = stack.catalogue(trainers=args.trainers, seed=args.seed)
+    schedule, fate = plan(
+        payments=args.payments,
+        rate=args.rate,
+        seed=args.seed,
+        courses=catalogue["courses"],
+    )
+    duration = schedule[-1][0] if schedule else 0.0
+    print(
+        f"chaos: {args.payments} payments at {args.rate:g}/s (~{duration:.0f}s), "
+        f"{args.workers} workers x {args.concurrency}, kill every "
+        f"{args.kill_every:g}s, {'one restart' if restart else 'no restart'}; "
+        f"{database.description}",
+        flush=True,
+    )
+    chaos = Chaos()
+    stop = threading.Event()
+    began = time.monotonic()
+    try:
+        stk.prepare(catalogue)
+        stk.start_web()
+        for _ in range(args.workers):
+            stk.start_worker()
+        stk.wait_workers_ready(args.workers)
+        start = time.monotonic()
+        chaos_thread = threading.Thread(
+            target=monkey,
+            kwargs={
+                "stk": stk,
+                "chaos": chaos,
+                "every": args.kill_every,
+                "max_kills": args.kills,
+                "restart_at": start + duration / 2 if restart else None,
+                "stop": stop,
+                "rng": random.Random(args.seed + 2),
+            },
+            daemon=True,
+        )
+        chaos_thread.start()
+        with Sender(port=stk.port, secret=stk.webhook_secret) as sender:
+            for offset, delivery in schedule:
+                delay = start + offset - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sender.submit(delivery)
+            sender.wait_idle(sender.give_up_after + 60)
+            stop.set()
+            chaos_thread.join()
+            drained = drain(stk, timeout=args.drain_timeout)
+            report = check(stk, fate, sender.deliveries, chaos)
+        report["drain s"] = round(drained, 1)
+        report["run s"] = round(time.monotonic() - began, 1)
+    finally:
+        stop.set()
+        stk.stop()
+        if not args.keep:
+            database.stop()
+    problems = report.pop("problems")
+    rows = [(name, value) for name, value in report.items()]
+    stack.print_table(rows, title="chaos: results")
+    (run_dir / "report.json").write_text(
+        json.dumps({**report, "problems": problems, "args": vars(args)}, default=str)
+    )
+    if problems:
+        print("\nchaos: FAILED", *[f"  - {p}" for p in problems], sep="\n")
+        return 1
+    print("\nchaos: every invariant held.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

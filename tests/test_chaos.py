@@ -1,0 +1,60 @@
+"""The short chaos run of ``make chaos``: a few hundred payments with duplicates,
+refunds and bad deliveries through gunicorn, three real workers, one SIGKILLed
+mid-run; then the invariants, checked in SQL by scripts/chaos.py itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_chaos_run_keeps_every_invariant(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/chaos.py",
+            "--payments=300",
+            "--rate=30",
+            "--kills=1",
+            "--kill-every=4",
+            "--no-restart",
+            f"--database-url={settings.DATABASE_URL}",
+            f"--dbname=chaos_{os.getpid()}",
+            f"--run-dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["payments"] == 300
+    assert report["duplicates"] > 0
+    assert report["bad deliveries"] > 0
+    assert report["kills"] == 1
+    assert report["allocated"] > 250
+    for invariant in (
+        "lost",
+        "double",
+        "bad purchases",
+        "overlaps",
+        "over capacity",
+        "jobs left",
+        "failed jobs",
+        "unexpected answers",
+    ):
+        assert report[invariant] == 0, invariant
+    assert report["problems"] == []
+    assert "every invariant held" in result.stdout
