@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import stripe
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from fulfillment.domain.json_body import UnreadableBody, parse_json_body
 from fulfillment.services.purchases import (
     stripe_event_process,
     webhook_outcome_count,
@@ -25,32 +26,50 @@ logger = logging.getLogger(__name__)
 @require_POST
 def stripe_webhook(request: HttpRequest) -> JsonResponse:
     try:
+        body = request.body
+    except RequestDataTooBig:
+        detail = f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+        return _answer({"error": "malformed_payload", "detail": detail}, status=400)
+    header = request.headers.get("Stripe-Signature", "")
+    if not header.isascii():
+        # hmac.compare_digest raises TypeError on non-ASCII text; Stripe's header
+        # never holds any.
+        return _signature_refused("the Stripe-Signature header is not ASCII")
+    try:
         stripe.WebhookSignature.verify_header(
-            request.body.decode("utf-8", errors="replace"),
-            request.headers.get("Stripe-Signature", ""),
+            body.decode("utf-8", errors="replace"),
+            header,
             settings.STRIPE_WEBHOOK_SECRET,
             tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         )
     except stripe.SignatureVerificationError as error:
-        logger.warning("stripe signature refused", extra={"detail": str(error)})
-        return _answer({"error": "invalid_signature", "detail": str(error)}, status=400)
+        return _signature_refused(str(error))
     try:
-        event = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return _answer(
-            {"error": "malformed_payload", "detail": "the body is not JSON"},
-            status=400,
-        )
+        event = parse_json_body(body)
+    except UnreadableBody as error:
+        return _answer({"error": "malformed_payload", "detail": str(error)}, status=400)
     try:
         outcome = stripe_event_process(event=event)
     except (OperationalError, InterfaceError) as error:
         # Nothing was stored; Stripe retries on any 5xx.
         logger.error("database unavailable for webhook", extra={"error": str(error)})
         return JsonResponse({"error": "database_unavailable"}, status=503)
+    except (DataError, UnicodeEncodeError) as error:
+        # Text PostgreSQL cannot hold (NUL, an unpaired surrogate) or a number
+        # beyond its column. The transaction rolled back, so nothing was stored;
+        # the same body would fail the same way again, so it is not a 503.
+        logger.warning("webhook event cannot be stored", extra={"error": str(error)})
+        detail = "the event holds a value the database cannot store"
+        return _answer({"error": "malformed_payload", "detail": detail}, status=400)
     except DatabaseError:
         logger.exception("webhook could not be stored")
         return JsonResponse({"error": "database_error"}, status=503)
     return _answer(outcome.body, status=outcome.http_status)
+
+
+def _signature_refused(detail: str) -> JsonResponse:
+    logger.warning("stripe signature refused", extra={"detail": detail})
+    return _answer({"error": "invalid_signature", "detail": detail}, status=400)
 
 
 def _answer(body: dict[str, Any], *, status: int) -> JsonResponse:
