@@ -72,7 +72,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def _compact(value: Any) -> str:
-    if isinstance(value, str) and " " not in value:
+    # Bare only when it can neither split the line nor read as two values: a
+    # newline, NUL, control character or lone surrogate arriving in a webhook
+    # body is written JSON-escaped, so no one can forge a log line.
+    if isinstance(value, str) and value.isprintable() and " " not in value:
         return value
     return json.dumps(value, default=str)
 

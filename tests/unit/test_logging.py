@@ -39,3 +39,16 @@ def test_routine_maintenance_job_lines_are_dropped_but_not_their_errors() -> Non
     assert not quiet.filter(record("procrastinate.worker", job=maintenance))
     assert quiet.filter(record("procrastinate.worker", logging.ERROR, job=maintenance))
     assert quiet.filter(record("procrastinate.worker", job={"queue": "allocation"}))
+
+
+def test_values_that_could_forge_a_text_line_are_escaped() -> None:
+    # Webhook bodies put untrusted text into extras (an unknown event type, say).
+    line = TextFormatter().format(
+        record(event_type="x\nCRITICAL:forged", pi="pi_\ud800", other="a\x00b")
+    )
+
+    assert "\n" not in line
+    assert line.endswith(
+        '| event_type="x\\nCRITICAL:forged" pi="pi_\\ud800" other="a\\u0000b"'
+    )
+    line.encode("utf-8")
