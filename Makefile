@@ -83,5 +83,10 @@ manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
 chaos: $(RUNTIME)  ## Chaos run: 2000 payments, dups, refunds, SIGKILLs, a PG restart
 	$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
+# Not part of `make test`: about 5 minutes; its own PostgreSQL under .data/bench
+# (BENCH_ARGS="--postgres system" for this machine's). See docs/performance.md.
+bench: $(RUNTIME)  ## Benchmark: webhook, latency, bursts with 1/2/4 workers, ceiling
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
+
 clean:  ## Remove .venv and caches (keeps .data/, the embedded database)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -68,6 +68,9 @@ INSTALLED_APPS = [
     "fulfillment",
     "admin_ui",
 ]
+# scripts/benchmark.py measures procrastinate's own ceiling with a no-op chain task.
+if env_bool("FULFILMENT_BENCH", False):
+    INSTALLED_APPS.append("bench")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -558,20 +558,10 @@ def _parser() -> argparse.ArgumentParser:
 def _database(args: argparse.Namespace) -> Database:
     if args.database_url:
         return Database(dbname=args.dbname, server_url=args.database_url)
-    postgres_bin = None
-    if args.postgres == "system":
-        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-        found = shutil.which("postgres")
-        if candidates:
-            postgres_bin = str(candidates[-1].parent)
-        elif found:
-            postgres_bin = str(Path(found).parent)
-        else:
-            raise SystemExit("chaos: --postgres system: no PostgreSQL programs found")
-    elif args.postgres != "embedded":
-        postgres_bin = args.postgres
     return Database(
-        dbname=args.dbname, data_dir=args.run_dir / "pg", postgres_bin=postgres_bin
+        dbname=args.dbname,
+        data_dir=args.run_dir / "pg",
+        postgres_bin=stack.postgres_programs(args.postgres),
     )
 
 

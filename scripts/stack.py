@@ -73,6 +73,7 @@ class Database:
         postgres_bin: str | None = None,
         server_url: str | None = None,
         fsync: bool = True,
+        settings: dict[str, str] | None = None,
     ) -> None:
         if (data_dir is None) == (server_url is None):
             raise ValueError("give exactly one of data_dir and server_url")
@@ -81,6 +82,7 @@ class Database:
         self.postgres_bin = postgres_bin
         self.server_url = server_url
         self.fsync = fsync
+        self.settings = settings or {}
         self.url = ""
 
     @property
@@ -104,7 +106,9 @@ class Database:
                 if devdb.is_running(self.data_dir):
                     devdb.stop(self.data_dir)
                 shutil.rmtree(self.data_dir / "postgres", ignore_errors=True)
-                self.url = devdb.start(self.data_dir, self.dbname, fsync=self.fsync)
+                self.url = devdb.start(
+                    self.data_dir, self.dbname, fsync=self.fsync, settings=self.settings
+                )
             return self.url
         parts = urlsplit(self.server_url or "")
         with psycopg.connect(
@@ -120,7 +124,9 @@ class Database:
             raise RuntimeError("the server is not ours to restart")
         with self._bin_env():
             devdb.stop(self.data_dir)
-            devdb.start(self.data_dir, self.dbname, fsync=self.fsync)
+            devdb.start(
+                self.data_dir, self.dbname, fsync=self.fsync, settings=self.settings
+            )
 
     def stop(self) -> None:
         """Stop our server, or drop our database from the server that is not ours."""
@@ -151,6 +157,22 @@ class Database:
                 os.environ.pop("DEVDB_PG_BIN", None)
             else:
                 os.environ["DEVDB_PG_BIN"] = before
+
+
+def postgres_programs(choice: str) -> str | None:
+    """The bin directory for ``--postgres``: None for the embedded PostgreSQL,
+    this machine's own for ``system``, else the directory given."""
+    if choice == "embedded":
+        return None
+    if choice != "system":
+        return choice
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    found = shutil.which("postgres")
+    if candidates:
+        return str(candidates[-1].parent)
+    if found:
+        return str(Path(found).parent)
+    raise SystemExit("--postgres system: no PostgreSQL programs found on this machine")
 
 
 # --- the catalogue and the payments ---------------------------------------------
@@ -268,6 +290,8 @@ class Stack:
     )
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The checkout whose code runs (the benchmark compares an older commit's).
+    project: Path = ROOT
     web: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _log_files: list[Any] = field(default_factory=list)
@@ -307,7 +331,7 @@ class Stack:
     def manage(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT,
+            cwd=self.project,
             env=self.env,
             capture_output=True,
             text=True,
@@ -390,7 +414,7 @@ class Stack:
         self._log_files.append(log)
         return subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=self.project,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

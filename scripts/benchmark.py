@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""``make bench``: the pipeline's speed, and procrastinate's ceiling, in one run.
+
+On a PostgreSQL of its own (scripts/stack.py), with gunicorn and a catalogue of
+hundreds of trainers, it measures:
+
+1. webhook: answer time p50/p99 and deliveries/s at a fixed offered rate
+   (workers stopped, so this is the web path alone);
+2. latency: payment -> allocated with its session window, one payment at a
+   time, through the webhook and real workers;
+3. burst: N payments sent through the webhook as fast as it answers, with 1, 2
+   and 4 worker processes; fulfilled purchases/s from the first payment stored
+   to the last pipeline job done, and SQL statements and commits per purchase;
+4. ceiling: the same burst of procrastinate no-op chains with as many stages
+   as the pipeline (record, allocate, schedule, refresh), the same worker
+   settings and 1 and 2 worker processes.
+
+It prints the figures with ratios, writes them as JSON under bench/results/, and
+ends with one line:
+``bench: fulfilled_per_s=… ceiling_chain_per_s=… ratio=… p50_ms=… p99_ms=…``
+
+    python scripts/benchmark.py                   # defaults
+    python scripts/benchmark.py --burst 500 --latency-payments 30   # quicker
+    python scripts/benchmark.py --postgres system # this machine's PostgreSQL programs
+    python scripts/benchmark.py --database-url URL  # a database on an existing server
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stack
+from stack import Database, Delivery, Sender, Stack, percentile
+
+from fulfillment.domain import stripe_events
+
+RESULTS = stack.ROOT / "bench" / "results"
+PIPELINE_TASKS = ("allocate_trainer", "materialise_sessions", "refresh_learnings")
+CHAIN_STAGES = 4  # record, allocate, schedule, refresh
+APP_TABLES = [
+    "fulfillment_tutoringsession",
+    "fulfillment_reservation",
+    "fulfillment_trainerallocation",
+    "fulfillment_traceevent",
+    "fulfillment_purchase",
+    "fulfillment_webhookdelivery",
+    "fulfillment_payment",
+    "fulfillment_student",
+    "fulfillment_jobfailure",
+    "fulfillment_webhookoutcomecount",
+    "fulfillment_cache",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+]
+
+
+class Bench:
+    def __init__(self, stk: Stack, args: argparse.Namespace) -> None:
+        self.stk = stk
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.students = stack.Students(random.Random(args.seed + 1))
+        self.courses: list[dict[str, Any]] = []
+        self.statements = False
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """No workers, no payments, no jobs; fresh planner statistics."""
+        self.stop_workers()
+        with self.stk.database.connect() as conn:
+            conn.execute(f"TRUNCATE {', '.join(APP_TABLES)} CASCADE")
+            conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")
+
+    def stop_workers(self) -> None:
+        for process in list(self.stk.workers):
+            process.terminate()
+            process.wait(timeout=30)
+            self.stk.workers.remove(process)
+
+    def start_workers(self, count: int, queues: str | None = None) -> None:
+        for _ in range(count):
+            self.stk.start_worker(queues=queues)
+        self.stk.wait_workers_ready(count)
+
+    def payment(self) -> Delivery:
+        metadata = stack.payment_metadata(self.rng, self.students, self.courses)
+        pi = stripe_events.new_id("pi")
+        event = stripe_events.payment_intent_succeeded(
+            metadata=metadata, payment_intent=pi
+        )
+        return Delivery("payment", pi, event)
+
+    @contextlib.contextmanager
+    def counting(self, into: dict[str, float]) -> Iterator[None]:
+        """SQL statements and commits of the whole database while inside."""
+        before = self._counters()
+        yield
+        after = self._counters()
+        into.update({key: after[key] - before[key] for key in after})
+
+    def _counters(self) -> dict[str, float]:
+        with self.stk.database.connect() as conn:
+            commits = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            ).fetchone()
+            counters = {"commits": float(commits[0]) if commits else 0.0}
+            if self.statements:
+                calls = conn.execute(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                    "WHERE dbid = (SELECT oid FROM pg_database "
+                    "              WHERE datname = current_database())"
+                ).fetchone()
+                counters["statements"] = float(calls[0]) if calls else 0.0
+        return counters
+
+    # --- 1. the webhook alone -------------------------------------------------------
+
+    def webhook(self) -> dict[str, Any]:
+        rate, seconds = self.args.webhook_rate, self.args.webhook_seconds
+        count = int(rate * seconds)
+        deliveries = [self.payment() for _ in range(count)]
+        with Sender(port=self.stk.port, secret=self.stk.webhook_secret) as sender:
+            start = time.monotonic()
+            for number, delivery in enumerate(deliveries):
+                delay = start + number / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sender.submit(delivery)
+            sender.wait_idle(120)
+        firsts = [d.attempts[0] for d in deliveries if d.attempts]
+        times = [(a.ended - a.started) * 1000 for a in firsts]
+        span = max(a.ended for a in firsts) - min(a.started for a in firsts)
+        ok = sum(a.status == 200 for a in firsts)
+        return {
+            "offered_per_s": rate,
+            "deliveries": count,
+            "answered_200": ok,
+            "deliveries_per_s": round(ok / span, 1),
+            "p50_ms": round(percentile(times, 0.50), 1),
+            "p99_ms": round(percentile(times, 0.99), 1),
+            "max_ms": round(max(times), 1),
+        }
+
+    # --- 2. one payment at a time ---------------------------------------------------
+
+    def latency(self) -> dict[str, Any]:
+        self.start_workers(self.args.latency_workers)
+        sender = Sender(port=self.stk.port, secret=self.stk.webhook_secret)
+        allocated, waitlisted = [], 0
+        with self.stk.database.connect() as conn:
+            for _ in range(self.args.latency_payments):
+                delivery = self.payment()
+                body = json.dumps(delivery.event).encode()
+                began = time.monotonic()
+                attempt = sender.post(
+                    body,
+                    stripe_events.signature_header(
+                        body, secret=self.stk.webhook_secret
+                    ),
+                )
+                purchase = attempt.body.get("purchase_id")
+                if attempt.status != 200 or not purchase:
+                    raise RuntimeError(f"payment not accepted: {attempt}")
+                state = self._wait_fulfilled(conn, purchase, timeout=30)
+                if state == "allocated":
+                    allocated.append((time.monotonic() - began) * 1000)
+                else:
+                    waitlisted += 1
+                time.sleep(0.05)  # idle between payments, as in real traffic
+        self.stop_workers()
+        return {
+            "payments": self.args.latency_payments,
+            "allocated": len(allocated),
+            "waitlisted": waitlisted,
+            "worker_processes": self.args.latency_workers,
+            "p50_ms": round(percentile(allocated, 0.50), 1),
+            "p99_ms": round(percentile(allocated, 0.99), 1),
+            "max_ms": round(max(allocated, default=0.0), 1),
+        }
+
+    @staticmethod
+    def _wait_fulfilled(conn: Any, purchase_id: str, *, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                """
+                SELECT p.status, p.total_sessions,
+                       (SELECT count(*) FROM fulfillment_tutoringsession s
+                        WHERE s.purchase_id = p.id)
+                FROM fulfillment_purchase p WHERE p.id = %s
+                """,
+                [purchase_id],
+            ).fetchone()
+            status, total, sessions = row
+            if status == "allocated" and sessions >= min(7, total):
+                return "allocated"
+            if status == "waitlisted":
+                return "waitlisted"
+            time.sleep(0.002)
+        raise RuntimeError(f"purchase {purchase_id} not fulfilled in {timeout}s")
+
+    # --- 3. bursts through the pipeline ---------------------------------------------
+
+    def burst(self, processes: int) -> dict[str, Any]:
+        self.reset()
+        self.start_workers(processes)
+        count = self.args.burst
+        deliveries = [self.payment() for _ in range(count)]
+        counters: dict[str, float] = {}
+        with self.counting(counters):
+            with Sender(
+                port=self.stk.port, secret=self.stk.webhook_secret, threads=16
+            ) as sender:
+                for delivery in deliveries:
+                    sender.submit(delivery)
+                sender.wait_idle(300)
+            self._wait_drained(timeout=600)
+        self.stop_workers()
+        with self.stk.database.connect() as conn:
+            row = conn.execute(
+                """
+                SELECT extract(epoch FROM
+                         (SELECT max(e.at) FROM procrastinate_events e
+                          JOIN procrastinate_jobs j ON j.id = e.job_id
+                          WHERE e.type = 'succeeded'
+                            AND split_part(j.task_name, '.', -1) = ANY(%s))
+                         - (SELECT min(created_at) FROM fulfillment_payment)),
+                       (SELECT count(*) FROM fulfillment_purchase
+                        WHERE status = 'allocated'),
+                       (SELECT count(*) FROM fulfillment_purchase
+                        WHERE status = 'waitlisted')
+                """,
+                [list(PIPELINE_TASKS)],
+            ).fetchone()
+        if row is None or row[0] is None:
+            raise RuntimeError("no pipeline job succeeded")
+        seconds, allocated, waitlisted = float(row[0]), row[1], row[2]
+        result = {
+            "worker_processes": processes,
+            "payments": count,
+            "allocated": allocated,
+            "waitlisted": waitlisted,
+            "seconds": round(seconds, 2),
+            "fulfilled_per_s": round(count / seconds, 1),
+            "commits_per_purchase": round(counters["commits"] / count, 1),
+        }
+        if "statements" in counters:
+            result["statements_per_purchase"] = round(counters["statements"] / count, 1)
+        return result
+
+    def _wait_drained(self, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.stk.database.connect() as conn:
+            while time.monotonic() < deadline:
+                busy = conn.execute(
+                    """
+                    SELECT (SELECT count(*) FROM procrastinate_jobs
+                            WHERE status IN ('todo', 'doing')
+                              AND split_part(task_name, '.', -1) = ANY(%s))
+                         + (SELECT count(*) FROM fulfillment_purchase
+                            WHERE status = 'allocation_pending')
+                    """,
+                    [list(PIPELINE_TASKS)],
+                ).fetchone()
+                if busy and busy[0] == 0:
+                    return
+                time.sleep(0.05)
+        raise RuntimeError(f"the pipeline did not drain in {timeout}s")
+
+    # --- 4. procrastinate's ceiling -----------------------------------------------
+
+    def ceiling(self, processes: int) -> dict[str, Any]:
+        self.reset()
+        self.start_workers(processes, queues="bench")
+        count = self.args.burst
+        counters: dict[str, float] = {}
+        with self.counting(counters):
+            self.stk.manage(
+                "bench_defer_chains", f"--chains={count}", f"--stages={CHAIN_STAGES}"
+            )
+            deadline = time.monotonic() + 600
+            with self.stk.database.connect() as conn:
+                while time.monotonic() < deadline:
+                    left = conn.execute(
+                        "SELECT count(*) FROM procrastinate_jobs "
+                        "WHERE queue_name = 'bench' AND status IN ('todo', 'doing')"
+                    ).fetchone()
+                    done = conn.execute(
+                        "SELECT count(*) FROM procrastinate_jobs "
+                        "WHERE queue_name = 'bench' AND status = 'succeeded'"
+                    ).fetchone()
+                    if left and done and left[0] == 0 and done[0] >= count * 4:
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise RuntimeError("the no-op chains did not drain in 600s")
+                row = conn.execute(
+                    """
+                    SELECT extract(epoch FROM
+                        max(e.at) FILTER (WHERE type = 'succeeded')
+                        - min(e.at) FILTER (WHERE type = 'deferred'))
+                    FROM procrastinate_events e
+                    JOIN procrastinate_jobs j ON j.id = e.job_id
+                    WHERE j.queue_name = 'bench'
+                    """
+                ).fetchone()
+        self.stop_workers()
+        if row is None or row[0] is None:
+            raise RuntimeError("no chain stage succeeded")
+        seconds = float(row[0])
+        return {
+            "worker_processes": processes,
+            "chains": count,
+            "stages": CHAIN_STAGES,
+            "seconds": round(seconds, 2),
+            "chains_per_s": round(count / seconds, 1),
+            "commits_per_chain": round(counters["commits"] / count, 1),
+        }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--burst", type=int, default=1000, help="payments per burst")
+    parser.add_argument("--processes", default="1,2,4", help="worker processes")
+    parser.add_argument("--ceiling-processes", default="1,2")
+    parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker")
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--webhook-rate", type=float, default=200.0)
+    parser.add_argument("--webhook-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-payments", type=int, default=60)
+    parser.add_argument("--latency-workers", type=int, default=2)
+    parser.add_argument("--trainers", type=int, default=600)
+    parser.add_argument(
+        "--postgres",
+        default="embedded",
+        help="embedded (default), system (this machine's PostgreSQL programs), "
+        "or a directory holding the postgres program",
+    )
+    parser.add_argument("--database-url", help="an existing server to use instead")
+    parser.add_argument("--dbname", default="fulfillment_bench")
+    parser.add_argument("--run-dir", type=Path, default=stack.ROOT / ".data" / "bench")
+    parser.add_argument("--label", default="", help="stored with the results")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=stack.ROOT,
+        help="the checkout whose code to measure (e.g. a worktree of an older "
+        "commit, with this one's bench/ app copied in)",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = {"shared_preload_libraries": "pg_stat_statements"}
+    if args.database_url:
+        database = Database(dbname=args.dbname, server_url=args.database_url)
+    else:
+        database = Database(
+            dbname=args.dbname,
+            data_dir=args.run_dir / "pg",
+            postgres_bin=stack.postgres_programs(args.postgres),
+            settings=settings,
+        )
+    stk = Stack(
+        database=database,
+        run_dir=args.run_dir / "logs",
+        web_workers=args.web_workers,
+        worker_concurrency=args.concurrency,
+        extra_env={"FULFILMENT_BENCH": "1"},
+        project=args.project.resolve(),
+    )
+    bench = Bench(stk, args)
+    catalogue = stack.catalogue(trainers=args.trainers, seed=args.seed)
+    bench.courses = catalogue["courses"]
+    results: dict[str, Any] = {
+        "label": args.label,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({_cpus()} CPUs)",
+        "database": database.description,
+        "commit": _commit(args.project),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    began = time.monotonic()
+    print(f"bench: {database.description}; {args.trainers} trainers", flush=True)
+    try:
+        stk.prepare(catalogue)
+        with database.connect() as conn, contextlib.suppress(Exception):
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+            bench.statements = True
+        stk.start_web()
+        print("bench: webhook at a fixed rate ...", flush=True)
+        results["webhook"] = bench.webhook()
+        bench.reset()
+        print("bench: one payment at a time ...", flush=True)
+        results["latency"] = bench.latency()
+        results["burst"] = []
+        for processes in _ints(args.processes):
+            print(f"bench: burst with {processes} worker processes ...", flush=True)
+            results["burst"].append(bench.burst(processes))
+        results["ceiling"] = []
+        for processes in _ints(args.ceiling_processes):
+            print(f"bench: no-op chains with {processes} worker processes ...")
+            results["ceiling"].append(bench.ceiling(processes))
+    finally:
+        stk.stop()
+        database.stop()
+    results["seconds"] = round(time.monotonic() - began, 1)
+    _report(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = RESULTS / f"bench-{stamp}{'-' + args.label if args.label else ''}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"bench: results in {path.relative_to(stack.ROOT)}")
+    summary = results["summary"]
+    print(
+        f"bench: fulfilled_per_s={summary['fulfilled_per_s']} "
+        f"ceiling_chain_per_s={summary['ceiling_chain_per_s']} "
+        f"ratio={summary['ratio']} p50_ms={summary['p50_ms']} "
+        f"p99_ms={summary['p99_ms']}"
+    )
+    return 0
+
+
+def _report(results: dict[str, Any]) -> None:
+    webhook, latency = results["webhook"], results["latency"]
+    bursts = {b["worker_processes"]: b for b in results["burst"]}
+    ceilings = {c["worker_processes"]: c for c in results["ceiling"]}
+    rows: list[tuple[str, object]] = [
+        (f"webhook p50 / p99 ms at {webhook['offered_per_s']:g}/s offered",
+         f"{webhook['p50_ms']} / {webhook['p99_ms']}"),
+        ("webhook deliveries/s answered", webhook["deliveries_per_s"]),
+        ("payment -> allocated p50 / p99 ms",
+         f"{latency['p50_ms']} / {latency['p99_ms']}"),
+    ]  # fmt: skip
+    for processes, burst in sorted(bursts.items()):
+        rows.append((f"fulfilled/s, {processes} worker processes",
+                     burst["fulfilled_per_s"]))  # fmt: skip
+    for processes, ceiling in sorted(ceilings.items()):
+        rows.append((f"ceiling chains/s ({ceiling['stages']} no-op stages), "
+                     f"{processes} processes", ceiling["chains_per_s"]))  # fmt: skip
+    reference = bursts.get(2) or next(iter(bursts.values()))
+    ceiling = ceilings.get(reference["worker_processes"]) or next(
+        iter(ceilings.values())
+    )
+    ratio = reference["fulfilled_per_s"] / ceiling["chains_per_s"]
+    rows.append((f"fulfilled / ceiling, {reference['worker_processes']} processes",
+                 f"{ratio:.2f}"))  # fmt: skip
+    if 1 in bursts and 2 in bursts:
+        scale = bursts[2]["fulfilled_per_s"] / bursts[1]["fulfilled_per_s"]
+        rows.append(("scaling 1 -> 2 worker processes", f"{scale:.2f}x"))
+    rows.append(("commits per purchase (burst)", reference["commits_per_purchase"]))
+    if "statements_per_purchase" in reference:
+        rows.append(("SQL statements per purchase (burst)",
+                     reference["statements_per_purchase"]))  # fmt: skip
+    rows.append(("commits per no-op chain", ceiling["commits_per_chain"]))
+    stack.print_table(rows, title="bench: results")
+    results["summary"] = {
+        "fulfilled_per_s": reference["fulfilled_per_s"],
+        "ceiling_chain_per_s": ceiling["chains_per_s"],
+        "ratio": round(ratio, 2),
+        "p50_ms": latency["p50_ms"],
+        "p99_ms": latency["p99_ms"],
+    }
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 0
+
+
+def _commit(project: Path) -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
