@@ -267,6 +267,7 @@ class OperationsDashboard(Dashboard):  # type: ignore[misc]
 
     class Media:
         css = {"all": ("admin_ui/console.css",)}
+        js = ("admin_ui/csrf.js",)
 
     def init_with_context(self, context: Any) -> None:
         user = context["request"].user
