@@ -110,7 +110,6 @@ TEMPLATES: list[dict[str, Any]] = [
 EMBEDDED_DATABASE_URL = (
     f"postgres://postgres@/fulfillment?host={BASE_DIR / '.data' / 'run'}"
 )
-DATABASE_URL = env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL)
 
 
 def _database(url: str) -> dict[str, Any]:
@@ -125,7 +124,11 @@ def _database(url: str) -> dict[str, Any]:
     return config
 
 
-DATABASES = {"default": _database(DATABASE_URL)}
+# Not kept as a setting of its own: a password in the URL would show on DEBUG's
+# error page, which masks only names like *PASS*, *SECRET*, *TOKEN*, *KEY*.
+DATABASES = {
+    "default": _database(env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL))
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # All state stays in PostgreSQL: the cache is a table too (created by a migration).

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+
+from tests.conftest import database_url_for_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
             "--kills=1",
             "--kill-every=4",
             "--no-restart",
-            f"--database-url={settings.DATABASE_URL}",
+            f"--database-url={database_url_for_tests()}",
             f"--dbname=chaos_{os.getpid()}",
             f"--run-dir={tmp_path}",
         ],

@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -824,6 +825,30 @@ def test_the_debug_page_masks_every_secret(
         page = response.content.decode()
         for value in known_secrets:
             assert value not in page
+
+
+def test_the_database_password_is_masked_on_the_debug_page() -> None:
+    # Settings are read at start, so a process of its own with such a URL.
+    script = (
+        "import django; django.setup();"
+        "from django.views.debug import SafeExceptionReporterFilter;"
+        "print(SafeExceptionReporterFilter().get_safe_settings())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "kcproject.settings",
+            "DATABASE_URL": "postgres://fulfil:pw-LEAK-4711@db.example:5432/f",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert "db.example" in result.stdout  # the settings were printed
+    assert "pw-LEAK-4711" not in result.stdout
 
 
 # --- DJANGO_DEBUG=0 refuses to start without its secrets ---------------------------
