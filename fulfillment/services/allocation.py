@@ -57,6 +57,7 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
+from fulfillment.services import cache
 from fulfillment.services.trace import purchase_transition
 
 logger = logging.getLogger(__name__)
@@ -332,13 +333,15 @@ def _allocated(
         if verdict.distance_km is not None
         else ""
     )
-    purchase_transition(
-        purchase=purchase,
-        to_status=Purchase.Status.ALLOCATED,
-        reason=f"Allocated to {verdict.trainer.name}{distance}.",
-        actor=actor,
-        update_fields=("trainer", "allocated_at"),
-    )
+    # The sessions stage, deferred here, invalidates again and refreshes.
+    with cache.next_stage_refreshes():
+        purchase_transition(
+            purchase=purchase,
+            to_status=Purchase.Status.ALLOCATED,
+            reason=f"Allocated to {verdict.trainer.name}{distance}.",
+            actor=actor,
+            update_fields=("trainer", "allocated_at"),
+        )
     queueing.defer(tasks.materialise_sessions, purchase_id=str(purchase.pk))
     logger.info(
         "trainer allocated",

@@ -9,8 +9,11 @@ and a slow refresh can never overwrite a newer payload with an older one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.cache import cache
@@ -26,13 +29,38 @@ def learnings_cache_key(*, student_id: uuid.UUID, version: int) -> str:
     return f"learnings:v1:{student_id}:{version}"
 
 
-def learnings_invalidate(*, student_id: uuid.UUID) -> None:
-    """Bump the student's version and defer a refresh (coalesced per student),
-    in the caller's transaction."""
+# Set while a pipeline stage changes a purchase whose next stage is deferred in
+# the same transaction: that stage invalidates (and so refreshes) again.
+_next_stage_refreshes: ContextVar[bool] = ContextVar(
+    "next_stage_refreshes", default=False
+)
+
+
+def learnings_invalidate(*, student_id: uuid.UUID, refresh: bool = True) -> None:
+    """Bump the student's version and, with ``refresh``, defer a refresh
+    (coalesced per student); in the caller's transaction.
+
+    The bump alone keeps readers correct; the refresh only warms the cache, so
+    it is left out when the next pipeline stage will invalidate again (see
+    ``next_stage_refreshes``): one refresh per purchase instead of one per stage.
+    """
     Student.objects.filter(pk=student_id).update(
         learnings_version=F("learnings_version") + 1
     )
-    learnings_refresh_defer(student_id=student_id)
+    if refresh and not _next_stage_refreshes.get():
+        learnings_refresh_defer(student_id=student_id)
+
+
+@contextlib.contextmanager
+def next_stage_refreshes() -> Iterator[None]:
+    """Within the block, invalidations only bump the version: the caller defers,
+    in the same transaction, a next stage that invalidates and refreshes again.
+    Warming the cache for the intermediate state would be a wasted job."""
+    token = _next_stage_refreshes.set(True)
+    try:
+        yield
+    finally:
+        _next_stage_refreshes.reset(token)
 
 
 def learnings_refresh_defer(

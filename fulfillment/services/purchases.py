@@ -9,6 +9,7 @@ the unique PaymentIntent id, so even concurrent deliveries make one purchase.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from fulfillment.models import (
     WebhookDelivery,
     WebhookOutcomeCount,
 )
-from fulfillment.services import allocation, cache
+from fulfillment.services import allocation
 from fulfillment.services.trace import purchase_transition, trace_record
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,14 @@ def _payment_succeeded(
     metadata = intent.get("metadata")
     stored_metadata = metadata if isinstance(metadata, dict) else {}
     with transaction.atomic():
-        payment, created = Payment.objects.get_or_create(
-            payment_intent=payment_intent,
-            defaults={
-                "amount": amount,
-                "currency": currency.lower(),
-                "metadata": stored_metadata,
-                "raw_event": event,
-            },
+        payment, created = _payment_get_or_create(
+            Payment(
+                payment_intent=payment_intent,
+                amount=amount,
+                currency=currency.lower(),
+                metadata=stored_metadata,
+                raw_event=event,
+            )
         )
         if not created:
             purchase_id = (
@@ -139,13 +140,13 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         )
     if course.mode == Course.Mode.HOME:
         require_location(request)
-    student = _student(request)
+    student_id = _student_upsert(request)
     refunded_already = WebhookDelivery.objects.filter(
         payment_intent=payment.payment_intent, event_type="charge.refunded"
     ).exists()
     purchase = Purchase.objects.create(
         payment=payment,
-        student=student,
+        student_id=student_id,
         course=course,
         total_sessions=request.total_sessions,
         delivery_mode=request.delivery_mode.value,
@@ -175,7 +176,8 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
             actor=actor,
         )
         return purchase
-    cache.learnings_invalidate(student_id=student.pk)
+    # The upsert above bumped the student's learnings version; the allocation
+    # stage invalidates again whatever it decides, and defers the refresh.
     queueing.defer(tasks.allocate_trainer, purchase_id=str(purchase.pk))
     logger.info(
         "purchase recorded",
@@ -294,12 +296,35 @@ def _text(mapping: Mapping[str, Any], key: str, *, prefix: str = "") -> str:
     return value
 
 
-def _student(request: PurchaseRequest) -> Student:
-    student, _ = Student.objects.get_or_create(
-        pk=request.student_id,
-        defaults={"name": request.student_name, "email": request.student_email},
-    )
-    return student
+def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool]:
+    """The payment of ``candidate.payment_intent``, inserted unless it exists.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` then a read: two statements and no
+    savepoint (``get_or_create`` takes four). A concurrent delivery of the same
+    PaymentIntent waits on the unique index and then finds the winner's row.
+    """
+    Payment.objects.bulk_create([candidate], ignore_conflicts=True)
+    payment = Payment.objects.get(payment_intent=candidate.payment_intent)
+    return payment, payment.pk == candidate.pk
+
+
+def _student_upsert(request: PurchaseRequest) -> uuid.UUID:
+    """Create the student on first sight, or bump their learnings version (the
+    new purchase changes their learnings): one statement either way.
+
+    No ORM call says "increment on conflict" (``update_conflicts`` would copy the
+    new row's version 0 over the current one, reviving stale cache entries).
+    """
+    table = Student._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} AS s (id, name, email, learnings_version, "  # noqa: S608
+            "created_at) VALUES (%s, %s, %s, 0, now()) "
+            "ON CONFLICT (id) DO UPDATE SET learnings_version = "
+            "s.learnings_version + 1",
+            [request.student_id, request.student_name, request.student_email],
+        )
+    return request.student_id
 
 
 def _delivery(
