@@ -107,6 +107,16 @@ def rescue_stalled_jobs(timestamp: int) -> None:
     stalled_jobs_rescue()
 
 
+@app.periodic(cron="* * * * * */5", periodic_id="refresh_queue_statistics")
+@app.task(queue="maintenance", queueing_lock="refresh_queue_statistics")
+def refresh_queue_statistics(timestamp: int) -> None:
+    """Every 5 s: re-ANALYZE the job queue when a burst has made it much deeper
+    than the planner believes, so fetching a job stays cheap (fulfillment/worker.py)."""
+    from fulfillment.worker import queue_statistics_refresh
+
+    queue_statistics_refresh()
+
+
 @app.periodic(cron="* * * * *", periodic_id="reconcile_invariants")
 @app.task(queue="maintenance", queueing_lock="reconcile_invariants")
 def reconcile_invariants(timestamp: int) -> None:

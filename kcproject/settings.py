@@ -161,8 +161,9 @@ LOGIN_URL = "admin:login"
 # again on another worker within about 17 s, inside the 30 s goal.
 WORKER_HEARTBEAT_SECONDS = 2.0
 WORKER_STALLED_AFTER_SECONDS = 10.0
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 4, minimum=1)
 PROCRASTINATE_WORKER_DEFAULTS = {
-    "concurrency": env_int("WORKER_CONCURRENCY", 4, minimum=1),
+    "concurrency": WORKER_CONCURRENCY,
     "update_heartbeat_interval": WORKER_HEARTBEAT_SECONDS,
     "stalled_worker_timeout": WORKER_STALLED_AFTER_SECONDS,
     "shutdown_graceful_timeout": 20.0,
@@ -171,6 +172,9 @@ PROCRASTINATE_WORKER_DEFAULTS = {
 }
 # Periodic ticks missed while no worker ran are not replayed beyond this.
 PROCRASTINATE_PERIODIC_DEFAULTS = {"max_delay": 600}
+# The worker's own pool in autocommit without a probe per query, and a fetch
+# loop that keeps its wake-ups (fulfillment/worker.py).
+PROCRASTINATE_ON_APP_READY = "fulfillment.worker.on_app_ready"
 
 # --- admin ---------------------------------------------------------------------
 ADMIN_TOOLS_INDEX_DASHBOARD = "admin_ui.dashboard.OperationsDashboard"

@@ -1,0 +1,164 @@
+"""The tuned worker (fulfillment/worker.py): its pool, its kept wake-ups and the
+queue's planner statistics, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from procrastinate import worker as procrastinate_worker
+from procrastinate.contrib.django import DjangoApp
+from procrastinate.contrib.django import app as procrastinate_app
+
+from fulfillment import queueing, tasks
+from fulfillment.worker import (
+    FulfilmentWorker,
+    TunedDjangoConnector,
+    queue_statistics_refresh,
+    worker_pool_size,
+)
+
+POLLING_S = 3.0
+
+
+def _delay_of_a_job_deferred_by_a_running_job(
+    worker_class: type[procrastinate_worker.Worker],
+) -> float:
+    """Seconds from a running job deferring another to that job starting, on a
+    worker of ``worker_class`` at concurrency 4 woken by LISTEN/NOTIFY.
+
+    The race is made certain: a fetch that finds nothing while a job runs
+    lingers 0.4 s before returning, and the running job defers (and commits)
+    0.1 s in, so the new job's notification always lands during a fetch.
+    """
+    app = DjangoApp(connector=TunedDjangoConnector().get_worker_connector())
+    times: dict[str, float] = {}
+
+    @app.task(queue="wakeup_probe", name="wakeup_probe.child")
+    async def child() -> None:
+        times["child_started"] = time.monotonic()
+
+    @app.task(queue="wakeup_probe", name="wakeup_probe.parent")
+    async def parent() -> None:
+        await asyncio.sleep(0.1)
+        times["child_deferred"] = time.monotonic()
+        await child.defer_async()
+
+    async def scenario() -> None:
+        async with app.open_async():
+            worker = worker_class(
+                app=app,
+                queues=["wakeup_probe"],
+                concurrency=4,
+                fetch_job_polling_interval=POLLING_S,
+                install_signal_handlers=False,
+                listen_notify=True,
+            )
+            real_fetch = app.job_manager.fetch_job
+
+            async def fetch_lingering_while_a_job_runs(**kwargs: Any) -> Any:
+                job = await real_fetch(**kwargs)
+                if job is None and worker._running_jobs:
+                    await asyncio.sleep(0.4)
+                return job
+
+            app.job_manager.fetch_job = fetch_lingering_while_a_job_runs  # type: ignore[method-assign]
+            await parent.defer_async()
+            running = asyncio.create_task(worker.run())
+            deadline = time.monotonic() + POLLING_S + 2
+            while "child_started" not in times and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            worker.stop()
+            await asyncio.wait_for(running, timeout=10)
+
+    asyncio.run(scenario())
+    assert "child_started" in times, "the deferred job never ran"
+    return times["child_started"] - times["child_deferred"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_deferred_by_a_running_job_starts_at_once_at_concurrency_4() -> None:
+    delay = _delay_of_a_job_deferred_by_a_running_job(FulfilmentWorker)
+
+    # The lingering fetch accounts for up to 0.4 s; the polling interval is 3 s.
+    assert delay < 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_procrastinates_own_worker_still_loses_that_wake_up() -> None:
+    """The canary: when this fails, upstream has fixed the lost wake-up and
+    FulfilmentWorker can go (see its docstring for the fix proposed)."""
+    delay = _delay_of_a_job_deferred_by_a_running_job(procrastinate_worker.Worker)
+
+    assert delay > POLLING_S - 1.0
+
+
+def test_manage_py_worker_runs_the_tuned_worker_and_connector() -> None:
+    assert isinstance(procrastinate_app.connector, TunedDjangoConnector)
+    assert isinstance(procrastinate_app._worker(), FulfilmentWorker)  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_pool_connections_run_each_query_in_autocommit() -> None:
+    connector = TunedDjangoConnector().get_worker_connector()
+
+    async def probe() -> tuple[bool, int, int]:
+        await connector.open_async()
+        try:
+            pool = connector.pool  # type: ignore[attr-defined]
+            async with pool.connection() as conn:
+                autocommit = conn.autocommit
+                # The heartbeat query, as the worker runs it: no transaction
+                # is left open around it.
+                await conn.execute("SELECT 1")
+                status = conn.info.transaction_status
+            return autocommit, status, pool.max_size
+        finally:
+            await connector.close_async()
+
+    autocommit, status, size = asyncio.run(probe())
+
+    assert autocommit is True
+    assert status == 0  # psycopg.pq.TransactionStatus.IDLE
+    assert size == worker_pool_size() == 5  # WORKER_CONCURRENCY 4, plus the fetch
+
+
+@pytest.fixture
+def no_autoanalyze_of_the_queue() -> Iterator[None]:
+    """Only the code under test analyzes procrastinate_jobs meanwhile."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE procrastinate_jobs SET (autovacuum_enabled = false)"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE procrastinate_jobs RESET (autovacuum_enabled)")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_autoanalyze_of_the_queue")
+def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
+    # The state autovacuum leaves behind: statistics gathered when the table
+    # held only finished jobs.
+    for number in range(300):
+        queueing.defer(tasks.refresh_learnings, student_id=f"done{number}")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
+        cursor.execute("ANALYZE procrastinate_jobs")
+    assert queue_statistics_refresh() is False
+
+    for number in range(250):
+        queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
+
+    assert queue_statistics_refresh() is True
+    assert queue_statistics_refresh() is False  # now they know
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM procrastinate_jobs "
+            "WHERE status = 'todo'"
+        )
+        assert cursor.fetchone()[0][0]["Plan"]["Plan Rows"] >= 200
