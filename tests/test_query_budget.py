@@ -40,20 +40,21 @@ def pay(signed_post: SignedPost, course: Course) -> tuple[str, str]:
 
 
 def stage_counts(signed_post: SignedPost, course: Course) -> dict[str, int]:
-    counts = {}
+    counts: dict[str, int] = {}
     metadata = factories.metadata(course=course)
     event = stripe_events.payment_intent_succeeded(metadata=metadata)
     with CaptureQueriesContext(connection) as webhook:
         purchase_id = signed_post(event).json()["purchase_id"]
     counts["webhook"] = len(webhook)
-    for name, run in (
+    stages: tuple[tuple[str, Callable[[], None]], ...] = (
         ("allocate", lambda: tasks.allocate_trainer(purchase_id=purchase_id)),
         ("materialise", lambda: tasks.materialise_sessions(purchase_id=purchase_id)),
         (
             "refresh",
             lambda: tasks.refresh_learnings(student_id=metadata["student_id"]),
         ),
-    ):
+    )
+    for name, run in stages:
         with CaptureQueriesContext(connection) as captured:
             run()
         counts[name] = len(captured)

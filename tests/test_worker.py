@@ -66,13 +66,13 @@ def _delay_of_a_job_deferred_by_a_running_job(
                     await asyncio.sleep(0.4)
                 return job
 
-            app.job_manager.fetch_job = fetch_lingering_while_a_job_runs  # type: ignore[method-assign]
+            app.job_manager.fetch_job = fetch_lingering_while_a_job_runs  # type: ignore[method-assign, assignment]
             await parent.defer_async()
-            running = asyncio.create_task(worker.run())
+            running = asyncio.create_task(worker.run())  # type: ignore[no-untyped-call]
             deadline = time.monotonic() + POLLING_S + 2
             while "child_started" not in times and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            worker.stop()
+            worker.stop()  # type: ignore[no-untyped-call]
             await asyncio.wait_for(running, timeout=10)
 
     asyncio.run(scenario())
@@ -99,7 +99,7 @@ def test_procrastinates_own_worker_still_loses_that_wake_up() -> None:
 
 def test_manage_py_worker_runs_the_tuned_worker_and_connector() -> None:
     assert isinstance(procrastinate_app.connector, TunedDjangoConnector)
-    assert isinstance(procrastinate_app._worker(), FulfilmentWorker)  # type: ignore[attr-defined]
+    assert isinstance(procrastinate_app._worker(), FulfilmentWorker)
 
 
 @pytest.mark.django_db(transaction=True)
