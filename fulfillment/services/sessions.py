@@ -12,7 +12,7 @@ import logging
 import uuid
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from fulfillment import queueing
@@ -57,24 +57,31 @@ def sessions_materialise(
         ).first()
         if allocation is None:
             return []
-        completed = TutoringSession.objects.filter(
-            purchase=purchase,
-            status=TutoringSession.Status.SCHEDULED,
-            ends_at__lte=now,
-        ).update(status=TutoringSession.Status.COMPLETED)
-        last_sequence = purchase.sessions.aggregate(last=Max("sequence"))["last"] or 0
-        later = Reservation.objects.filter(
-            allocation=allocation, sequence__gt=last_sequence
-        ).order_by("sequence")
+        scheduled = Q(status=TutoringSession.Status.SCHEDULED)
+        window = purchase.sessions.aggregate(
+            last=Max("sequence"),
+            scheduled=Count("pk", filter=scheduled),
+            ended=Count("pk", filter=scheduled & Q(ends_at__lte=now)),
+        )
+        completed = 0
+        if window["ended"]:
+            # Under the purchase's lock, so still exactly the ones counted.
+            completed = purchase.sessions.filter(scheduled, ends_at__lte=now).update(
+                status=TutoringSession.Status.COMPLETED
+            )
+        # Every reservation still without a session (at most the schedule's
+        # length), read once and split here.
+        later = list(
+            Reservation.objects.filter(
+                allocation=allocation, sequence__gt=window["last"] or 0
+            ).order_by("sequence")
+        )
         # Sessions that passed while nothing topped the window up (an outage)
         # still get their row, born completed: the history has no holes.
-        passed = list(later.filter(during__endswith__lte=now))
-        scheduled = purchase.sessions.filter(
-            status=TutoringSession.Status.SCHEDULED
-        ).count()
-        upcoming = list(
-            later.filter(during__endswith__gt=now)[: max(SESSION_WINDOW - scheduled, 0)]
-        )
+        passed = [r for r in later if r.during.upper <= now]
+        future = [r for r in later if r.during.upper > now]
+        still_scheduled = window["scheduled"] - completed
+        upcoming = future[: max(SESSION_WINDOW - still_scheduled, 0)]
         created = TutoringSession.objects.bulk_create(
             [
                 TutoringSession(
@@ -92,9 +99,11 @@ def sessions_materialise(
                 for reservation in reservations
             ]
         )
-        if not Reservation.objects.filter(
-            allocation=allocation, during__endswith__gt=now
-        ).exists():
+        if not future and not (
+            Reservation.objects.filter(
+                allocation=allocation, during__endswith__gt=now
+            ).exists()
+        ):
             # Every session has passed: the trainer's capacity is free again.
             allocation.status = TrainerAllocation.Status.COMPLETED
             allocation.ended_at = now
