@@ -92,12 +92,18 @@ def top_up_session_windows(timestamp: int) -> None:
 # --- maintenance: nothing silently stuck ---------------------------------------
 # Periodic jobs carry a queueing lock so ticks never pile up; for the reason given
 # in refresh_learnings they do not use procrastinate's retry (the next tick is the
-# retry).
+# retry). They run ahead of any backlog (workers fetch by priority, then age):
+# rescuing, healing and keeping the fetch cheap matter most when the queue is deep.
+MAINTENANCE_PRIORITY = 100
 
 
 # croniter reads a sixth field as seconds: "* * * * * */5" is every 5 s.
 @app.periodic(cron="* * * * * */5", periodic_id="rescue_stalled_jobs")
-@app.task(queue="maintenance", queueing_lock="rescue_stalled_jobs")
+@app.task(
+    queue="maintenance",
+    queueing_lock="rescue_stalled_jobs",
+    priority=MAINTENANCE_PRIORITY,
+)
 def rescue_stalled_jobs(timestamp: int) -> None:
     """Every 5 s: requeue jobs whose worker stopped beating (SIGKILL, OOM, lost
     machine). With 2 s heartbeats and 10 s to be declared stalled, such a job
@@ -108,7 +114,11 @@ def rescue_stalled_jobs(timestamp: int) -> None:
 
 
 @app.periodic(cron="* * * * * */5", periodic_id="refresh_queue_statistics")
-@app.task(queue="maintenance", queueing_lock="refresh_queue_statistics")
+@app.task(
+    queue="maintenance",
+    queueing_lock="refresh_queue_statistics",
+    priority=MAINTENANCE_PRIORITY,
+)
 def refresh_queue_statistics(timestamp: int) -> None:
     """Every 5 s: re-ANALYZE the job queue when a burst has made it much deeper
     than the planner believes, so fetching a job stays cheap (fulfillment/worker.py)."""
@@ -118,7 +128,11 @@ def refresh_queue_statistics(timestamp: int) -> None:
 
 
 @app.periodic(cron="* * * * *", periodic_id="reconcile_invariants")
-@app.task(queue="maintenance", queueing_lock="reconcile_invariants")
+@app.task(
+    queue="maintenance",
+    queueing_lock="reconcile_invariants",
+    priority=MAINTENANCE_PRIORITY,
+)
 def reconcile_invariants(timestamp: int) -> None:
     """Every minute: heal purchases whose next job or sessions went missing."""
     from fulfillment.services.maintenance import invariants_reconcile
@@ -127,7 +141,11 @@ def reconcile_invariants(timestamp: int) -> None:
 
 
 @app.periodic(cron="17 * * * *", periodic_id="prune_finished_jobs")
-@app.task(queue="maintenance", queueing_lock="prune_finished_jobs")
+@app.task(
+    queue="maintenance",
+    queueing_lock="prune_finished_jobs",
+    priority=MAINTENANCE_PRIORITY,
+)
 def prune_finished_jobs(timestamp: int) -> None:
     """Hourly: drop succeeded jobs after 3 days and failed ones after 30."""
     from fulfillment.services.maintenance import jobs_prune

@@ -162,3 +162,23 @@ def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
             "WHERE status = 'todo'"
         )
         assert cursor.fetchone()[0][0]["Plan"]["Plan Rows"] >= 200
+
+
+@pytest.mark.django_db
+def test_maintenance_jobs_run_ahead_of_a_backlog() -> None:
+    from tests.conftest import jobs
+
+    for number in range(3):
+        queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
+    for task in (
+        tasks.refresh_queue_statistics,
+        tasks.rescue_stalled_jobs,
+        tasks.reconcile_invariants,
+        tasks.prune_finished_jobs,
+    ):
+        queueing.defer(task, timestamp=0)
+
+    by_priority = sorted(jobs(), key=lambda job: (-job.priority, job.id))
+    assert [job.queue_name for job in by_priority] == ["maintenance"] * 4 + [
+        "cache"
+    ] * 3
