@@ -93,7 +93,7 @@ def top_up_session_windows(timestamp: int) -> None:
 # Periodic jobs carry a queueing lock so ticks never pile up; for the reason given
 # in refresh_learnings they do not use procrastinate's retry (the next tick is the
 # retry). They run ahead of any backlog (workers fetch by priority, then age):
-# rescuing, healing and keeping the fetch cheap matter most when the queue is deep.
+# rescuing and healing matter most when the queue is deep.
 MAINTENANCE_PRIORITY = 100
 
 
@@ -111,20 +111,6 @@ def rescue_stalled_jobs(timestamp: int) -> None:
     from fulfillment.services.maintenance import stalled_jobs_rescue
 
     stalled_jobs_rescue()
-
-
-@app.periodic(cron="* * * * * */5", periodic_id="refresh_queue_statistics")
-@app.task(
-    queue="maintenance",
-    queueing_lock="refresh_queue_statistics",
-    priority=MAINTENANCE_PRIORITY,
-)
-def refresh_queue_statistics(timestamp: int) -> None:
-    """Every 5 s: re-ANALYZE the job queue when a burst has made it much deeper
-    than the planner believes, so fetching a job stays cheap (fulfillment/worker.py)."""
-    from fulfillment.worker import queue_statistics_refresh
-
-    queue_statistics_refresh()
 
 
 @app.periodic(cron="* * * * *", periodic_id="reconcile_invariants")

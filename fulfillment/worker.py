@@ -13,8 +13,9 @@ and the commits that brought them):
   idle one still reconnects transparently.
 * **A lost wake-up** (``FulfilmentWorker``): with concurrency > 1, a job deferred
   by a running job could wait for the polling interval instead of starting.
-* **The queue's planner statistics** (``queue_statistics_refresh``, run by a
-  periodic task): a burst must not meet statistics of an empty queue.
+* **The queue's planner statistics** (``queue_statistics_refresh``, checked
+  every second by each worker): a burst must not meet statistics of an empty
+  queue.
 
 Tasks themselves are untouched: they run on Django's own connections, and defer
 through ``fulfillment.queueing`` on them.
@@ -27,13 +28,12 @@ import functools
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 import psycopg_pool
 from django.conf import settings
-from django.db import connection
-from procrastinate import job_context, utils
+from procrastinate import connector, job_context, utils
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import settings as procrastinate_settings
 from procrastinate.contrib.django import utils as django_utils
@@ -41,7 +41,7 @@ from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.psycopg_connector import PsycopgConnector
 
 if TYPE_CHECKING:
-    from procrastinate import App, connector
+    from procrastinate import App
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,27 @@ class FulfilmentWorker(procrastinate_worker.Worker):
     changes this method.
     """
 
+    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
+        side_tasks = super()._start_side_tasks()
+        side_tasks.append(
+            asyncio.create_task(
+                self._keep_queue_statistics(), name="keep_queue_statistics"
+            )
+        )
+        return side_tasks
+
+    async def _keep_queue_statistics(self) -> None:
+        while True:
+            await asyncio.sleep(QUEUE_STATISTICS_EVERY_S)
+            try:
+                await queue_statistics_refresh(
+                    cast(connector.BaseAsyncConnector, self.app.connector)
+                )
+            except Exception:
+                # A side task that raises stops the worker; a missed check
+                # only delays the next ANALYZE by a second.
+                logger.warning("queue statistics check failed", exc_info=True)
+
     async def _fetch_and_process_jobs(self) -> None:
         """Fetch and process jobs until there is no job left or asked to stop"""
         while not self._stop_event.is_set():
@@ -187,31 +208,30 @@ class FulfilmentWorker(procrastinate_worker.Worker):
 # costs O(queue depth) just when a burst has made the queue deep. Statistics that
 # overstate the queue cost nothing, so they are refreshed only in that direction.
 
+QUEUE_STATISTICS_EVERY_S = 1.0
 # Refresh when the queue holds this many times more waiting jobs than the planner
 # believes, and at least STALE_MIN_WAITING of them.
 STALE_FACTOR = 10
 STALE_MIN_WAITING = 200
 
 
-def queue_statistics_refresh() -> bool:
+async def queue_statistics_refresh(connector: connector.BaseAsyncConnector) -> bool:
     """ANALYZE procrastinate_jobs if the planner believes the queue much emptier
     than it is; returns whether it did. Cheap when they agree: an estimate, and
     a count over the waiting jobs' partial index that stops at the threshold."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM procrastinate_jobs "
-            "WHERE status = 'todo'"
-        )
-        believed = int(cursor.fetchone()[0][0]["Plan"]["Plan Rows"])
-        threshold = max(STALE_FACTOR * believed, STALE_MIN_WAITING)
-        cursor.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs "
-            "WHERE status = 'todo' LIMIT %s) AS waiting",
-            [threshold],
-        )
-        if cursor.fetchone()[0] < threshold:
-            return False
-        cursor.execute("ANALYZE procrastinate_jobs")
+    plan = await connector.execute_query_one_async(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"
+    )
+    believed = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"])
+    threshold = max(STALE_FACTOR * believed, STALE_MIN_WAITING)
+    counted = await connector.execute_query_one_async(
+        "SELECT count(*) AS waiting FROM (SELECT 1 FROM procrastinate_jobs "
+        "WHERE status = 'todo' LIMIT %(threshold)s) AS waiting",
+        threshold=threshold,
+    )
+    if counted["waiting"] < threshold:
+        return False
+    await connector.execute_query_async("ANALYZE procrastinate_jobs")
     logger.info(
         "queue statistics refreshed",
         extra={"believed_waiting": believed, "waiting_at_least": threshold},

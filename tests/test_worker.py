@@ -21,6 +21,7 @@ from fulfillment.worker import (
     queue_statistics_refresh,
     worker_pool_size,
 )
+from tests.conftest import wait_until
 
 POLLING_S = 3.0
 
@@ -142,6 +143,18 @@ def no_autoanalyze_of_the_queue() -> Iterator[None]:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("no_autoanalyze_of_the_queue")
 def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
+    connector = TunedDjangoConnector().get_worker_connector()
+
+    def refresh() -> bool:
+        async def check() -> bool:
+            await connector.open_async()
+            try:
+                return await queue_statistics_refresh(connector)
+            finally:
+                await connector.close_async()
+
+        return asyncio.run(check())
+
     # The state autovacuum leaves behind: statistics gathered when the table
     # held only finished jobs.
     for number in range(300):
@@ -149,19 +162,61 @@ def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
     with connection.cursor() as cursor:
         cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
         cursor.execute("ANALYZE procrastinate_jobs")
-    assert queue_statistics_refresh() is False
+    assert refresh() is False
 
     for number in range(250):
         queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
 
-    assert queue_statistics_refresh() is True
-    assert queue_statistics_refresh() is False  # now they know
+    assert refresh() is True
+    assert refresh() is False  # now they know
     with connection.cursor() as cursor:
         cursor.execute(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM procrastinate_jobs "
             "WHERE status = 'todo'"
         )
         assert cursor.fetchone()[0][0]["Plan"]["Plan Rows"] >= 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_autoanalyze_of_the_queue")
+def test_a_running_worker_refreshes_the_statistics_within_seconds() -> None:
+    app = DjangoApp(connector=TunedDjangoConnector().get_worker_connector())
+    for number in range(300):
+        queueing.defer(tasks.refresh_learnings, student_id=f"done{number}")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
+        cursor.execute("ANALYZE procrastinate_jobs")
+        # A burst on a queue this worker does not serve, so it stays waiting.
+        for number in range(250):
+            queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
+        cursor.execute(
+            "SELECT analyze_count FROM pg_stat_user_tables "
+            "WHERE relname = 'procrastinate_jobs'"
+        )
+        analyzed_before = cursor.fetchone()[0]
+
+    async def run_briefly() -> None:
+        async with app.open_async():
+            worker = FulfilmentWorker(
+                app=app, queues=["nothing_here"], install_signal_handlers=False
+            )
+            running = asyncio.create_task(worker.run())  # type: ignore[no-untyped-call]
+            await asyncio.sleep(2.5)
+            worker.stop()  # type: ignore[no-untyped-call]
+            await asyncio.wait_for(running, timeout=10)
+
+    asyncio.run(run_briefly())
+
+    def analyzed() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT analyze_count FROM pg_stat_user_tables "
+                "WHERE relname = 'procrastinate_jobs'"
+            )
+            return bool(cursor.fetchone()[0] > analyzed_before)
+
+    # The statistics collector reports with a short delay.
+    wait_until(analyzed, timeout=5, what="the worker's ANALYZE")
 
 
 @pytest.mark.django_db
@@ -171,7 +226,6 @@ def test_maintenance_jobs_run_ahead_of_a_backlog() -> None:
     for number in range(3):
         queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
     for task in (
-        tasks.refresh_queue_statistics,
         tasks.rescue_stalled_jobs,
         tasks.reconcile_invariants,
         tasks.prune_finished_jobs,
@@ -179,6 +233,6 @@ def test_maintenance_jobs_run_ahead_of_a_backlog() -> None:
         queueing.defer(task, timestamp=0)
 
     by_priority = sorted(jobs(), key=lambda job: (-job.priority, job.id))
-    assert [job.queue_name for job in by_priority] == ["maintenance"] * 4 + [
+    assert [job.queue_name for job in by_priority] == ["maintenance"] * 3 + [
         "cache"
     ] * 3
