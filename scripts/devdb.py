@@ -486,6 +486,8 @@ def _check_server_user_access(layout: Layout) -> None:
     groups = set(os.getgrouplist(SERVER_USER, account.pw_gid))
     install = _pg_bin("postgres").parent.parent
     for target in (install / "bin", install / "lib", install / "share", layout.root):
+        if not target.exists():  # Debian keeps share/ elsewhere (/usr/share/...)
+            continue
         for directory in (*reversed(target.parents), target):
             status = directory.stat()
             if status.st_uid == account.pw_uid:
