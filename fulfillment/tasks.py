@@ -9,9 +9,11 @@ job at once, visibly: failed jobs are the dead-letter queue.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
@@ -59,8 +61,10 @@ def refresh_learnings(student_id: str) -> None:
         learnings_refresh(student_id=uuid.UUID(student_id))
     except (OperationalError, InterfaceError):
         logger.warning("learnings refresh postponed", extra={"student_id": student_id})
-        learnings_refresh_defer(
-            student_id=uuid.UUID(student_id), schedule_in={"seconds": 10}
+        _once_the_database_answers(
+            lambda: learnings_refresh_defer(
+                student_id=uuid.UUID(student_id), schedule_in={"seconds": 10}
+            )
         )
 
 
@@ -77,7 +81,32 @@ def reallocate_waitlist(timestamp: int | None = None) -> None:
         # Same reasoning as refresh_learnings: no procrastinate retry with a
         # queueing lock; the next trigger or tick tries again.
         logger.warning("waitlist retry postponed")
-        queueing.defer(reallocate_waitlist, schedule_in={"seconds": 30})
+        _once_the_database_answers(
+            lambda: queueing.defer(reallocate_waitlist, schedule_in={"seconds": 30})
+        )
+
+
+# 1 + 2 + 4 + 8 + 16 s: a PostgreSQL restart takes a few seconds.
+POSTPONE_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _once_the_database_answers(defer_later: Callable[[], object]) -> None:
+    """Defer the postponed job as soon as the database answers again.
+
+    The failure that made us postpone is usually the database going away, and
+    then the defer fails too: the job would end ``failed`` with its work never
+    redone. So wait a little (the job's worker slot is of no use meanwhile) and
+    give up, failing the job for an operator to see, only after about 30 s.
+    """
+    for wait in (*POSTPONE_WAITS_S, None):
+        try:
+            defer_later()
+            return
+        except (OperationalError, InterfaceError):
+            if wait is None:
+                raise
+            close_old_connections()  # drop the broken connection, reconnect next
+            time.sleep(wait)
 
 
 @app.periodic(cron="*/10 * * * *", periodic_id="top_up_session_windows")

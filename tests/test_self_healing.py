@@ -7,12 +7,13 @@ import datetime as dt
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from fulfillment import queueing, tasks
@@ -256,3 +257,49 @@ def _start_job_without_worker(job_id: int | None) -> None:
             "WHERE id = %s",
             [job_id],
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_postponed_while_the_database_is_down_is_deferred_once_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The refresh fails because PostgreSQL went away, and so does deferring the
+    # later one, twice: the job must wait for the database, not end failed.
+    from fulfillment.services import cache
+
+    monkeypatch.setattr(tasks, "POSTPONE_WAITS_S", (0.0, 0.0, 0.0))
+    outage = iter([True, True])
+    real_defer = cache.learnings_refresh_defer
+
+    def refresh(**kwargs: object) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def defer_when_up(**kwargs: Any) -> None:
+        if next(outage, False):
+            raise OperationalError("the database system is shutting down")
+        real_defer(**kwargs)
+
+    monkeypatch.setattr(cache, "learnings_refresh", refresh)
+    monkeypatch.setattr(cache, "learnings_refresh_defer", defer_when_up)
+
+    tasks.refresh_learnings(student_id=str(uuid.UUID(int=7)))
+
+    later = jobs("refresh_learnings")
+    assert len(later) == 1 and later[0].status == "todo"
+    assert later[0].scheduled_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_postponed_defer_fails_the_job_after_the_database_stays_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tasks, "POSTPONE_WAITS_S", (0.0, 0.0))
+    calls = []
+
+    def never(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise OperationalError("could not connect")
+
+    with pytest.raises(OperationalError):
+        tasks._once_the_database_answers(never)
+    assert len(calls) == 3
