@@ -46,7 +46,13 @@ def materialise_sessions(purchase_id: str) -> None:
     sessions_materialise(purchase_id=uuid.UUID(purchase_id))
 
 
-@app.task(queue="cache")
+# Below the pipeline's own stages: a refresh only warms a cache that readers fill
+# themselves on a miss, so under a burst the stages that get a parent their
+# trainer and sessions go first, and a refresh that waits longer coalesces more.
+CACHE_PRIORITY = -10
+
+
+@app.task(queue="cache", priority=CACHE_PRIORITY)
 def refresh_learnings(student_id: str) -> None:
     """Stage 4: re-warm the student's cached learnings.
 
