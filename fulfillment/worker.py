@@ -86,7 +86,9 @@ class TunedDjangoConnector(DjangoConnector):
 
 def worker_pool_size() -> int:
     """One connection per concurrent job's finish, and one for the fetch loop;
-    heartbeats and periodic deferrals borrow between them."""
+    heartbeats and periodic deferrals borrow between them. Sized from
+    ``WORKER_CONCURRENCY``: a ``--concurrency`` given on the command line does
+    not resize it (more jobs than connections just wait for one)."""
     concurrency: int = settings.WORKER_CONCURRENCY
     return concurrency + 1
 
