@@ -230,10 +230,27 @@ def _running_jobs(stk: Stack, pid: int) -> list[int]:
 
 
 def drain(stk: Stack, *, timeout: float) -> float:
-    """Wait until no pipeline job is todo or doing and no purchase waits for its
-    allocation; return how long it took."""
+    """Wait until the pipeline is idle, then stop the workers (gracefully) so no
+    periodic tick adds work while the invariants are read; a job a stopping
+    worker deferred is run by one more worker. Return how long it took."""
     began = time.monotonic()
-    while time.monotonic() - began < timeout:
+    for _ in range(3):
+        _until_idle(stk, began + timeout)
+        for process in list(stk.workers):
+            process.terminate()
+        for process in list(stk.workers):
+            process.wait(timeout=60)
+            stk.workers.remove(process)
+        if _until_idle(stk, time.monotonic()):  # idle at once, nobody running
+            break
+        stk.start_worker()
+    return time.monotonic() - began
+
+
+def _until_idle(stk: Stack, deadline: float) -> bool:
+    """Until no pipeline job is todo or doing and no purchase waits for its
+    allocation (checked at least once); whether that was reached."""
+    while True:
         with contextlib.suppress(psycopg.Error), stk.database.connect() as conn:
             busy = conn.execute(
                 """
@@ -246,9 +263,10 @@ def drain(stk: Stack, *, timeout: float) -> float:
                 [list(PIPELINE_TASKS)],
             ).fetchone()
             if busy and busy[0] == 0:
-                return time.monotonic() - began
+                return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.5)
-    return time.monotonic() - began
 
 
 def check(

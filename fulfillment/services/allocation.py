@@ -239,7 +239,7 @@ def purchase_allocate(
     now = now or timezone.now()
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update(of=("self",))
+            Purchase.objects.select_for_update(no_key=True, of=("self",))
             .select_related("course", "payment")
             .filter(pk=purchase_id)
             .first()
@@ -355,7 +355,7 @@ def allocation_release(*, purchase: Purchase, now: dt.datetime) -> int:
     sessions cancelled. Returns the number of sessions cancelled. Runs in the
     caller's transaction, with the purchase locked."""
     allocations = list(
-        purchase.allocations.select_for_update().filter(
+        purchase.allocations.select_for_update(no_key=True).filter(
             status=TrainerAllocation.Status.ACTIVE
         )
     )

@@ -205,7 +205,7 @@ def _live_worker_ids() -> list[int]:
 def _claim(purchase_id: uuid.UUID, status: str) -> Purchase | None:
     """Lock the purchase if it still has ``status`` and nobody else holds it."""
     return (
-        Purchase.objects.select_for_update(skip_locked=True, of=("self",))
+        Purchase.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
         .select_related("payment")
         .filter(pk=purchase_id, status=status)
         .first()

@@ -182,7 +182,9 @@ def payment_reprocess(
     ``OperationRefused`` naming the field, having changed nothing.
     """
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
+        payment = (
+            Payment.objects.select_for_update(no_key=True).filter(pk=payment_id).first()
+        )
         if payment is None:
             raise OperationRefused("That payment does not exist.")
         if Purchase.objects.filter(payment=payment).exists():
@@ -288,7 +290,7 @@ def waitlist_recheck() -> None:
 
 def _locked_purchase(purchase_id: uuid.UUID) -> Purchase:
     purchase = (
-        Purchase.objects.select_for_update(of=("self",))
+        Purchase.objects.select_for_update(no_key=True, of=("self",))
         .select_related("course", "payment")
         .filter(pk=purchase_id)
         .first()

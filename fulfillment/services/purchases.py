@@ -213,7 +213,7 @@ def _charge_refunded(
     payment_intent = _text(charge, "payment_intent", prefix="pi_")
     with transaction.atomic():
         payment = (
-            Payment.objects.select_for_update()
+            Payment.objects.select_for_update(no_key=True)
             .filter(payment_intent=payment_intent)
             .first()
         )
@@ -228,7 +228,11 @@ def _charge_refunded(
             )
             logger.warning("refund for unknown payment", extra={"pi": payment_intent})
             return WebhookOutcome(200, {"status": "needs_attention", "reason": reason})
-        purchase = Purchase.objects.select_for_update().filter(payment=payment).first()
+        purchase = (
+            Purchase.objects.select_for_update(no_key=True)
+            .filter(payment=payment)
+            .first()
+        )
         purchase_id = str(purchase.pk) if purchase else None
         if payment.status == Payment.Status.REFUNDED:
             _delivery(event_id, "charge.refunded", payment_intent, "duplicate")

@@ -44,7 +44,7 @@ def sessions_materialise(
     now = now or timezone.now()
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update(of=("self",))
+            Purchase.objects.select_for_update(no_key=True, of=("self",))
             .filter(pk=purchase_id)
             .first()
         )
