@@ -531,6 +531,8 @@ def _rescue_times(
         found = {job_id: (again, end) for job_id, again, end in rows}
         for job_id in job_ids:
             again, end = found.get(job_id, (None, None))
+            if end is not None and float(end) < killed_at:
+                continue  # it finished between our look and the kill
             rescued.append(float(again) - killed_at if again else float("inf"))
             done.append(float(end) - killed_at if end else float("inf"))
     return rescued, done
