@@ -43,12 +43,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack
-from stack import Database, Delivery, Sender, Stack, percentile
+from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
 
 from fulfillment.domain import stripe_events
 
 RESULTS = stack.ROOT / "bench" / "results"
-PIPELINE_TASKS = ("allocate_trainer", "materialise_sessions", "refresh_learnings")
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
 APP_TABLES = [
     "fulfillment_tutoringsession",
@@ -269,17 +268,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         with self.stk.database.connect() as conn:
             while time.monotonic() < deadline:
-                busy = conn.execute(
-                    """
-                    SELECT (SELECT count(*) FROM procrastinate_jobs
-                            WHERE status IN ('todo', 'doing')
-                              AND split_part(task_name, '.', -1) = ANY(%s))
-                         + (SELECT count(*) FROM fulfillment_purchase
-                            WHERE status = 'allocation_pending')
-                    """,
-                    [list(PIPELINE_TASKS)],
-                ).fetchone()
-                if busy and busy[0] == 0:
+                if stack.pipeline_busy(conn) == 0:
                     return
                 time.sleep(0.05)
         raise RuntimeError(f"the pipeline did not drain in {timeout}s")
@@ -306,7 +295,12 @@ class Bench:
                         "SELECT count(*) FROM procrastinate_jobs "
                         "WHERE queue_name = 'bench' AND status = 'succeeded'"
                     ).fetchone()
-                    if left and done and left[0] == 0 and done[0] >= count * 4:
+                    if (
+                        left
+                        and done
+                        and left[0] == 0
+                        and done[0] >= count * CHAIN_STAGES
+                    ):
                         break
                     time.sleep(0.05)
                 else:

@@ -49,11 +49,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack
-from stack import Database, Delivery, Sender, Stack
+from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack
 
 from fulfillment.domain import stripe_events
 
-PIPELINE_TASKS = ("allocate_trainer", "materialise_sessions", "refresh_learnings")
 # How long after PostgreSQL is back a 503 may still be the restart's doing: a web
 # process notices its connection is gone on the next request and reconnects.
 RESTART_GRACE_S = 2.0
@@ -91,7 +90,12 @@ class Chaos:
 
 
 def plan(
-    *, payments: int, rate: float, seed: int, courses: list[dict[str, Any]]
+    *,
+    payments: int,
+    rate: float,
+    seed: int,
+    courses: list[dict[str, Any]],
+    secret: str,
 ) -> tuple[list[tuple[float, Delivery]], dict[str, set[str]]]:
     """What to send when: (offset in seconds, delivery), and the payment intents
     by what should become of them (``stored``, ``refunded``, ``attention``)."""
@@ -125,7 +129,8 @@ def plan(
             first.then.append((rng.uniform(1, 10), refund))
         if rng.random() < 0.03:
             kind = rng.choice(BAD_KINDS)
-            bad = _bad_delivery(kind, stack.payment_metadata(rng, students, courses))
+            metadata = stack.payment_metadata(rng, students, courses)
+            bad = _bad_delivery(kind, metadata, secret=secret)
             if kind in ("unknown_course", "impossible_date"):
                 fate["attention"].add(bad.payment_intent)
             schedule.append((offset + rng.uniform(0, 1 / rate), bad))
@@ -133,7 +138,7 @@ def plan(
     return schedule, fate
 
 
-def _bad_delivery(kind: str, metadata: dict[str, str]) -> Delivery:
+def _bad_delivery(kind: str, metadata: dict[str, str], *, secret: str) -> Delivery:
     pi = stripe_events.new_id("pi")
     if kind == "unknown_course":
         metadata["course_id"] = str(uuid.uuid4())
@@ -156,15 +161,12 @@ def _bad_delivery(kind: str, metadata: dict[str, str]) -> Delivery:
             pi,
             event,
             signature=lambda body: stripe_events.signature_header(
-                body, secret=_SECRET[0], timestamp=int(time.time()) - 3600
+                body, secret=secret, timestamp=int(time.time()) - 3600
             ),
         )
     if kind == "malformed":
         return Delivery(kind, pi, raw=b'{"id": "evt_1", "type": "payment_intent.succ')
     return Delivery(kind, pi, event)
-
-
-_SECRET = [""]  # the stack's webhook secret, for the stale signatures
 
 
 # --- the chaos ---------------------------------------------------------------------
@@ -252,17 +254,7 @@ def _until_idle(stk: Stack, deadline: float) -> bool:
     allocation (checked at least once); whether that was reached."""
     while True:
         with contextlib.suppress(psycopg.Error), stk.database.connect() as conn:
-            busy = conn.execute(
-                """
-                SELECT (SELECT count(*) FROM procrastinate_jobs
-                        WHERE status IN ('todo', 'doing')
-                          AND split_part(task_name, '.', -1) = ANY(%s))
-                     + (SELECT count(*) FROM fulfillment_purchase
-                        WHERE status = 'allocation_pending')
-                """,
-                [list(PIPELINE_TASKS)],
-            ).fetchone()
-            if busy and busy[0] == 0:
+            if stack.pipeline_busy(conn) == 0:
                 return True
         if time.monotonic() >= deadline:
             return False
@@ -369,31 +361,9 @@ def check(
 
     states: Counter[str] = Counter()
     bad_purchases = 0
-    for (
-        purchase_id,
-        pi,
-        status,
-        reason,
-        total,
-        has_trainer,
-        allocations,
-        reservations,
-        ahead,
-        upcoming,
-        scheduled,
-    ) in purchases:
+    for purchase_id, pi, status, reason, *counts in purchases:
         states[status] += 1
-        fault = _purchase_fault(
-            status,
-            reason,
-            total,
-            has_trainer,
-            allocations,
-            reservations,
-            ahead,
-            upcoming,
-            scheduled,
-        )
+        fault = _purchase_fault(status, reason, *counts)
         if fault is None and pi in fate["refunded"] and status != "refunded":
             fault = f"refunded payment but purchase is {status}"
         if fault:
@@ -597,13 +567,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_workers=args.web_workers,
         worker_concurrency=args.concurrency,
     )
-    _SECRET[0] = stk.webhook_secret
     catalogue = stack.catalogue(trainers=args.trainers, seed=args.seed)
     schedule, fate = plan(
         payments=args.payments,
         rate=args.rate,
         seed=args.seed,
         courses=catalogue["courses"],
+        secret=stk.webhook_secret,
     )
     duration = schedule[-1][0] if schedule else 0.0
     print(

@@ -110,12 +110,10 @@ class Database:
                     self.data_dir, self.dbname, fsync=self.fsync, settings=self.settings
                 )
             return self.url
-        parts = urlsplit(self.server_url or "")
-        with psycopg.connect(
-            urlunsplit(parts._replace(path="/postgres")), autocommit=True
-        ) as conn:
+        with self._server() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        parts = urlsplit(self.server_url or "")
         self.url = urlunsplit(parts._replace(path=f"/{self.dbname}"))
         return self.url
 
@@ -134,14 +132,18 @@ class Database:
             with self._bin_env():
                 devdb.stop(self.data_dir)
         elif self.url:
-            parts = urlsplit(self.url)
-            with psycopg.connect(
-                urlunsplit(parts._replace(path="/postgres")), autocommit=True
-            ) as conn:
+            with self._server() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def _server(self) -> psycopg.Connection[Any]:
+        """The ``postgres`` database of the server that is not ours."""
+        parts = urlsplit(self.server_url or "")
+        return psycopg.connect(
+            urlunsplit(parts._replace(path="/postgres")), autocommit=True
+        )
 
     @contextlib.contextmanager
     def _bin_env(self) -> Iterator[None]:
@@ -446,6 +448,27 @@ class Stack:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"{what} not ready after {READY_TIMEOUT:.0f}s")
+
+
+# --- the pipeline's progress ---------------------------------------------------------
+
+PIPELINE_TASKS = ("allocate_trainer", "materialise_sessions", "refresh_learnings")
+
+
+def pipeline_busy(conn: psycopg.Connection[Any]) -> int:
+    """Pipeline jobs todo or doing plus purchases waiting for their allocation:
+    0 once every payment received so far has been carried through."""
+    row = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM procrastinate_jobs
+                WHERE status IN ('todo', 'doing')
+                  AND split_part(task_name, '.', -1) = ANY(%s))
+             + (SELECT count(*) FROM fulfillment_purchase
+                WHERE status = 'allocation_pending')
+        """,
+        [list(PIPELINE_TASKS)],
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 # --- delivering events like Stripe ---------------------------------------------
