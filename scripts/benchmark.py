@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack
 from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
 
-from fulfillment.domain import stripe_events
+from fulfillment.testing import stripe_events
 
 RESULTS = stack.ROOT / "bench" / "results"
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh

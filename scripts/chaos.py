@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stack
 from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack
 
-from fulfillment.domain import stripe_events
+from fulfillment.testing import stripe_events
 
 # How long after PostgreSQL is back a 503 may still be the restart's doing: a web
 # process notices its connection is gone on the next request and reconnects.

@@ -39,7 +39,7 @@ import devdb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from fulfillment.domain import stripe_events  # noqa: E402  (pure module, no Django)
+from fulfillment.testing import stripe_events  # noqa: E402  (pure module, no Django)
 
 HOST = "127.0.0.1"
 WEBHOOK_PATH = "/webhooks/stripe/"

@@ -18,7 +18,7 @@ from django.test import Client
 from procrastinate.contrib.django import app as procrastinate_app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from fulfillment.domain import stripe_events
+from fulfillment.testing import stripe_events
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -16,9 +16,9 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.test import Client
 
-from fulfillment.domain import stripe_events
 from fulfillment.models import Course, Purchase
 from fulfillment.services import allocation
+from fulfillment.testing import stripe_events
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,6 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from fulfillment.domain import stripe_events
 from fulfillment.domain.fit import Rule
 from fulfillment.models import (
     Payment,
@@ -22,6 +21,7 @@ from fulfillment.models import (
     WebhookDelivery,
 )
 from fulfillment.services.allocation import purchase_allocate
+from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import jobs
 from tests.test_admin_access import buy, sign_in, waitlist

@@ -13,9 +13,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from fulfillment.domain import stripe_events
 from fulfillment.models import JobFailure, Purchase, WorkerPresence
 from fulfillment.services.allocation import purchase_allocate
+from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import jobs
 from tests.test_admin_access import buy, sign_in, waitlist

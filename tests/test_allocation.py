@@ -16,7 +16,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from fulfillment import queueing
-from fulfillment.domain import fit, stripe_events
+from fulfillment.domain import fit
 from fulfillment.domain.fit import Rule
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import (
@@ -38,6 +38,7 @@ from fulfillment.services.allocation import (
     waitlist_reallocate,
 )
 from fulfillment.services.sessions import sessions_materialise
+from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import jobs, load_event
 

@@ -12,10 +12,10 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from fulfillment.domain import stripe_events
 from fulfillment.models import Course, Purchase
 from fulfillment.services.allocation import purchase_allocate
 from fulfillment.services.sessions import sessions_materialise
+from fulfillment.testing import stripe_events
 from tests import factories
 
 NOW = dt.datetime(2030, 1, 1, 6, 0, tzinfo=dt.UTC)

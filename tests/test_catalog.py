@@ -15,10 +15,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from fulfillment.demo import CATALOG
-from fulfillment.domain import stripe_events
 from fulfillment.models import Course, Purchase, Trainer
 from fulfillment.services.allocation import purchase_allocate, waitlist_reallocate
+from fulfillment.testing import stripe_events
+from fulfillment.testing.demo import CATALOG
 from tests import factories
 from tests.conftest import jobs
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from fulfillment.domain import stripe_events
 from fulfillment.domain.fit import Rule
 from fulfillment.models import (
     Course,
@@ -34,6 +33,7 @@ from fulfillment.services.operations import (
     purchase_assign_trainer,
     purchase_retry_allocation,
 )
+from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import jobs
 

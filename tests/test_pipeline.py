@@ -12,7 +12,6 @@ from django.db import connection
 from django.test import Client
 
 from fulfillment import queueing
-from fulfillment.domain import stripe_events
 from fulfillment.models import (
     JobFailure,
     Purchase,
@@ -20,6 +19,7 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
+from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import WorkerProcess, jobs, wait_until
 

@@ -16,8 +16,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from fulfillment import tasks
-from fulfillment.domain import stripe_events
 from fulfillment.models import Course, Purchase
+from fulfillment.testing import stripe_events
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -39,7 +39,6 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from fulfillment import selectors, webhooks
-from fulfillment.domain import stripe_events
 from fulfillment.models import (
     Payment,
     Purchase,
@@ -47,6 +46,7 @@ from fulfillment.models import (
     TraceEvent,
     WebhookDelivery,
 )
+from fulfillment.testing import stripe_events
 from kcproject.logging import JsonFormatter, TextFormatter
 from tests import factories
 from tests.conftest import ROOT, load_event

@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from fulfillment.domain import stripe_events
 from fulfillment.models import (
     Course,
     Purchase,
@@ -26,6 +25,7 @@ from fulfillment.services.sessions import (
     session_windows_top_up,
     sessions_materialise,
 )
+from fulfillment.testing import stripe_events
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -38,8 +38,6 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from fulfillment import demo
-from fulfillment.domain import stripe_events
 from fulfillment.domain.json_body import MAX_DEPTH
 from fulfillment.models import (
     Course,
@@ -49,6 +47,7 @@ from fulfillment.models import (
     TraceEvent,
     WebhookDelivery,
 )
+from fulfillment.testing import demo, stripe_events
 from kcproject.logging import JsonFormatter, TextFormatter
 from tests import factories
 from tests.conftest import load_event

@@ -11,8 +11,6 @@ import pytest
 from django.db import OperationalError, connection, connections
 from django.test import Client
 
-from fulfillment import demo
-from fulfillment.domain import stripe_events
 from fulfillment.models import (
     Payment,
     Purchase,
@@ -20,6 +18,7 @@ from fulfillment.models import (
     TraceEvent,
     WebhookDelivery,
 )
+from fulfillment.testing import demo, stripe_events
 from tests.conftest import jobs, load_event
 
 pytestmark = pytest.mark.django_db

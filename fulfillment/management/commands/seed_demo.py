@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from fulfillment.demo import CATALOG
 from fulfillment.services.catalog import catalog_import
+from fulfillment.testing.demo import CATALOG
 
 
 class Command(BaseCommand):

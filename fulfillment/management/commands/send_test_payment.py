@@ -11,8 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from fulfillment import demo
-from fulfillment.domain import stripe_events
+from fulfillment.testing import demo, stripe_events
 
 
 class Command(BaseCommand):
