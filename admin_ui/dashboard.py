@@ -18,7 +18,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from fulfillment import console_selectors, selectors
+from fulfillment import console_selectors
+from fulfillment.selectors.jobs import (
+    failed_job_groups,
+    queue_stats,
+    stalled_jobs_count,
+)
+from fulfillment.selectors.purchases import payments_needing_attention
+from fulfillment.selectors.workers import live_workers
 
 
 def duration(seconds: float | None) -> str:
@@ -112,7 +119,7 @@ class NeedsAttentionModule(OpsModule):
     limit = 10
 
     def load(self) -> None:
-        unresolved = selectors.payments_needing_attention()
+        unresolved = payments_needing_attention()
         payments = list(unresolved.order_by("created_at")[: self.limit])
         total = len(payments) if len(payments) < self.limit else unresolved.count()
         self.title = f"Payments that need attention ({total})"
@@ -143,7 +150,7 @@ class FailedJobsModule(OpsModule):
     permission = "procrastinate.view_procrastinatejob"
 
     def load(self) -> None:
-        groups = selectors.failed_job_groups()
+        groups = failed_job_groups()
         self.total = sum(group.count for group in groups)
         self.title = f"Failed jobs ({self.total})"
         jobs_url = reverse("admin:procrastinate_procrastinatejob_changelist")
@@ -176,8 +183,8 @@ class WorkersModule(OpsModule):
     layout = "third"
 
     def load(self) -> None:
-        workers = selectors.live_workers()
-        queues = selectors.queue_stats()
+        workers = live_workers()
+        queues = queue_stats()
         self.title = f"Workers ({len(workers)} alive)"
         self.title_url = (
             reverse("admin:procrastinate_procrastinatejob_changelist")
@@ -197,7 +204,7 @@ class WorkersModule(OpsModule):
                         f"Queue {stats.queue} has {waiting} job(s) and no live "
                         "worker serves it."
                     )
-        stalled = selectors.stalled_jobs_count()
+        stalled = stalled_jobs_count()
         if stalled:
             self.alarms.append(
                 f"{stalled} job(s) belong to a worker that stopped; they are "
@@ -241,7 +248,7 @@ class QueuesModule(OpsModule):
                 "slow": (stats.oldest_ready_age_s or 0) > 60,
                 "url": jobs_url + "?" + urlencode({"queue_name": stats.queue}),
             }
-            for stats in selectors.queue_stats()
+            for stats in queue_stats()
         ]
 
 

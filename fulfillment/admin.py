@@ -10,7 +10,6 @@ through actions.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any, TypeVar, cast
 
@@ -29,9 +28,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from fulfillment import console_selectors, models, selectors
+from fulfillment import console_selectors, models
 from fulfillment.domain import fit
 from fulfillment.domain.schedule import DeliveryMode, Slot, fits_working_hours
+from fulfillment.selectors.purchases import payments_needing_attention
+from fulfillment.selectors.trace import payment_trace
 from fulfillment.services import operations
 
 WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -68,10 +69,8 @@ def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
 
 def trace_timeline(payment_intent: str) -> SafeString:
     """The payment's whole path, oldest first, as the page's timeline."""
-    trace = selectors.payment_trace(reference=payment_intent)
-    entries = trace["entries"] if trace else []
-    for entry in entries:
-        entry["at"] = dt.datetime.fromisoformat(entry["at"]) if entry["at"] else None
+    trace = payment_trace(reference=payment_intent)
+    entries = trace.entries if trace else ()
     return SafeString(
         render_to_string("admin_ui/trace_timeline.html", {"entries": entries})
     )
@@ -335,11 +334,9 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
     def queryset(self, request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
-            return selectors.payments_needing_attention()
+            return payments_needing_attention()
         if self.value() == "no":
-            return queryset.exclude(
-                pk__in=selectors.payments_needing_attention().values("pk")
-            )
+            return queryset.exclude(pk__in=payments_needing_attention().values("pk"))
         return queryset
 
 
@@ -478,7 +475,7 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
             **(extra_context or {}),
             "can_reprocess": payment is not None
             and self.has_reprocess_permission(request)
-            and selectors.payments_needing_attention().filter(pk=payment.pk).exists(),
+            and payments_needing_attention().filter(pk=payment.pk).exists(),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -493,9 +490,7 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
             key: value for key, value in stored.items() if isinstance(value, str)
         }
         form = MetadataForm(request.POST or None, initial=initial)
-        unresolved = (
-            selectors.payments_needing_attention().filter(pk=payment.pk).exists()
-        )
+        unresolved = payments_needing_attention().filter(pk=payment.pk).exists()
         if request.method == "POST" and unresolved and form.is_valid():
             try:
                 purchase = operations.payment_reprocess(

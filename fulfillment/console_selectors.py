@@ -18,7 +18,6 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from fulfillment import selectors
 from fulfillment.domain import fit
 from fulfillment.domain.schedule import Slot
 from fulfillment.models import (
@@ -30,7 +29,8 @@ from fulfillment.models import (
     Trainer,
     TrainerAllocation,
 )
-from fulfillment.services import allocation
+from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
+from fulfillment.selectors.workers import live_workers
 
 ALLOCATION_TASK = "fulfillment.tasks.allocate_trainer"
 ALLOCATION_QUEUE = "allocation"
@@ -73,7 +73,7 @@ def _with_reasons(purchases: Sequence[Purchase]) -> list[WaitingPurchase]:
     jobs = _latest_allocation_jobs(pending_ids)
     failures = _latest_failures([job.id for job in jobs.values()])
     served = pending_ids and any(
-        worker.serves(ALLOCATION_QUEUE) for worker in selectors.live_workers()
+        worker.serves(ALLOCATION_QUEUE) for worker in live_workers()
     )
     rows = []
     for purchase in purchases:
@@ -203,10 +203,8 @@ def assign_candidates(
     teach the course before those who do not. The same verdicts automatic
     allocation acts on."""
     now = now or timezone.now()
-    slots = allocation.purchase_schedule(purchase=purchase, now=now)
-    verdicts = allocation.trainer_verdicts(
-        purchase=purchase, slots=slots, all_trainers=True
-    )
+    slots = purchase_schedule(purchase=purchase, now=now)
+    verdicts = trainer_verdicts(purchase=purchase, slots=slots, all_trainers=True)
     home_visit = purchase.course.mode == Course.Mode.HOME
     ranked = [v.trainer.id for v in fit.rank(verdicts, home_visit=home_visit)]
     trainers = {

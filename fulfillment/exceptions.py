@@ -14,3 +14,8 @@ class PurchaseNotFound(FulfillmentError):
 
 class CatalogError(FulfillmentError):
     """A catalogue file cannot be imported; nothing was changed."""
+
+
+class TrainerTaken(FulfillmentError):
+    """The trainer filled up or got an overlapping reservation meanwhile: the
+    allocation changed nothing, try the next trainer."""

@@ -9,6 +9,7 @@ one purchase per payment, one active allocation per purchase, one session per
 from __future__ import annotations
 
 import uuid
+from typing import Final
 
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.contrib.postgres.fields import (
@@ -19,6 +20,8 @@ from django.contrib.postgres.fields import (
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from fulfillment.domain.schedule import DeliveryMode
 
 
 class Course(models.Model):
@@ -170,10 +173,6 @@ class Purchase(models.Model):
         REFUNDED = "refunded", "Refunded"
         NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
-    class DeliveryMode(models.TextChoices):
-        WEEKDAY_DAILY = "WEEKDAY_DAILY", "Monday to Friday"
-        SUNDAY_ONLY = "SUNDAY_ONLY", "Sundays"
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     payment = models.OneToOneField(
         Payment, on_delete=models.PROTECT, related_name="purchase"
@@ -185,7 +184,7 @@ class Purchase(models.Model):
         Course, on_delete=models.PROTECT, related_name="purchases"
     )
     total_sessions = models.PositiveSmallIntegerField()
-    delivery_mode = models.CharField(max_length=20, choices=DeliveryMode.choices)
+    delivery_mode = models.CharField(max_length=20, choices=DeliveryMode.choices())
     start_date = models.DateField()
     time_slot = models.TimeField(help_text="Wall-clock time in TIME_ZONE.")
     latitude = models.FloatField(null=True, blank=True)
@@ -221,6 +220,14 @@ class Purchase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.course_id} for {self.student_id}"
+
+
+# Purchases that still want a trainer: what allocation, the waitlist sweep and
+# the console's pending lists work on.
+WAITING_STATUSES: Final = (
+    Purchase.Status.ALLOCATION_PENDING,
+    Purchase.Status.WAITLISTED,
+)
 
 
 class TrainerAllocation(models.Model):

@@ -17,7 +17,9 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
-from fulfillment import queueing
+from fulfillment import queue
+from fulfillment.queue import names
+from fulfillment.services import allocation, cache, maintenance, sessions
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +32,18 @@ TRANSIENT_RETRY = RetryStrategy(
 )
 
 
-@app.task(queue="allocation", retry=TRANSIENT_RETRY)
+@app.task(queue=names.ALLOCATION_QUEUE, retry=TRANSIENT_RETRY)
 def allocate_trainer(purchase_id: str) -> None:
     """Stage 2: allocate a trainer, then defer the sessions stage."""
-    from fulfillment.services.allocation import purchase_allocate
+    allocation.purchase_allocate(
+        purchase_id=uuid.UUID(purchase_id), actor="allocate_trainer"
+    )
 
-    purchase_allocate(purchase_id=uuid.UUID(purchase_id), actor="allocate_trainer")
 
-
-@app.task(queue="sessions", retry=TRANSIENT_RETRY)
+@app.task(queue=names.SESSIONS_QUEUE, retry=TRANSIENT_RETRY)
 def materialise_sessions(purchase_id: str) -> None:
     """Stage 3: materialise the rolling window of sessions."""
-    from fulfillment.services.sessions import sessions_materialise
-
-    sessions_materialise(purchase_id=uuid.UUID(purchase_id))
+    sessions.sessions_materialise(purchase_id=uuid.UUID(purchase_id))
 
 
 # Below the pipeline's own stages: a refresh only warms a cache that readers fill
@@ -52,7 +52,7 @@ def materialise_sessions(purchase_id: str) -> None:
 CACHE_PRIORITY = -10
 
 
-@app.task(queue="cache", priority=CACHE_PRIORITY)
+@app.task(queue=names.CACHE_QUEUE, priority=CACHE_PRIORITY)
 def refresh_learnings(student_id: str) -> None:
     """Stage 4: re-warm the student's cached learnings.
 
@@ -61,34 +61,30 @@ def refresh_learnings(student_id: str) -> None:
     leaves it stuck in ``doing`` (procrastinate #1446). A transient failure
     instead defers a fresh refresh for later; a waiting twin makes that a no-op.
     """
-    from fulfillment.services.cache import learnings_refresh, learnings_refresh_defer
-
     try:
-        learnings_refresh(student_id=uuid.UUID(student_id))
+        cache.learnings_refresh(student_id=uuid.UUID(student_id))
     except (OperationalError, InterfaceError):
         logger.warning("learnings refresh postponed", extra={"student_id": student_id})
         _once_the_database_answers(
-            lambda: learnings_refresh_defer(
+            lambda: cache.learnings_refresh_defer(
                 student_id=uuid.UUID(student_id), schedule_in={"seconds": 10}
             )
         )
 
 
 @app.periodic(cron="*/5 * * * *", periodic_id="reallocate_waitlist")
-@app.task(queue="allocation", queueing_lock="reallocate_waitlist")
+@app.task(queue=names.ALLOCATION_QUEUE, queueing_lock="reallocate_waitlist")
 def reallocate_waitlist(timestamp: int | None = None) -> None:
     """Try the waitlisted purchases again: every few minutes, and whenever the
     catalogue changes or a refund frees a trainer."""
-    from fulfillment.services.allocation import waitlist_reallocate
-
     try:
-        waitlist_reallocate(actor="reallocate_waitlist")
+        allocation.waitlist_reallocate(actor="reallocate_waitlist")
     except (OperationalError, InterfaceError):
         # Same reasoning as refresh_learnings: no procrastinate retry with a
         # queueing lock; the next trigger or tick tries again.
         logger.warning("waitlist retry postponed")
         _once_the_database_answers(
-            lambda: queueing.defer(reallocate_waitlist, schedule_in={"seconds": 30})
+            lambda: queue.defer(names.REALLOCATE_WAITLIST, schedule_in={"seconds": 30})
         )
 
 
@@ -116,12 +112,10 @@ def _once_the_database_answers(defer_later: Callable[[], object]) -> None:
 
 
 @app.periodic(cron="*/10 * * * *", periodic_id="top_up_session_windows")
-@app.task(queue="sessions", queueing_lock="top_up_session_windows")
+@app.task(queue=names.SESSIONS_QUEUE, queueing_lock="top_up_session_windows")
 def top_up_session_windows(timestamp: int) -> None:
     """Complete passed sessions and keep every window at its size."""
-    from fulfillment.services.sessions import session_windows_top_up
-
-    session_windows_top_up()
+    sessions.session_windows_top_up()
 
 
 # --- maintenance: nothing silently stuck ---------------------------------------
@@ -135,7 +129,7 @@ MAINTENANCE_PRIORITY = 100
 # croniter reads a sixth field as seconds: "* * * * * */5" is every 5 s.
 @app.periodic(cron="* * * * * */5", periodic_id="rescue_stalled_jobs")
 @app.task(
-    queue="maintenance",
+    queue=names.MAINTENANCE_QUEUE,
     queueing_lock="rescue_stalled_jobs",
     priority=MAINTENANCE_PRIORITY,
 )
@@ -143,32 +137,26 @@ def rescue_stalled_jobs(timestamp: int) -> None:
     """Every 5 s: requeue jobs whose worker stopped beating (SIGKILL, OOM, lost
     machine). With 2 s heartbeats and 10 s to be declared stalled, such a job
     runs again on another worker within about 17 s."""
-    from fulfillment.services.maintenance import stalled_jobs_rescue
-
-    stalled_jobs_rescue()
+    maintenance.stalled_jobs_rescue()
 
 
 @app.periodic(cron="* * * * *", periodic_id="reconcile_invariants")
 @app.task(
-    queue="maintenance",
+    queue=names.MAINTENANCE_QUEUE,
     queueing_lock="reconcile_invariants",
     priority=MAINTENANCE_PRIORITY,
 )
 def reconcile_invariants(timestamp: int) -> None:
     """Every minute: heal purchases whose next job or sessions went missing."""
-    from fulfillment.services.maintenance import invariants_reconcile
-
-    invariants_reconcile()
+    maintenance.invariants_reconcile()
 
 
 @app.periodic(cron="17 * * * *", periodic_id="prune_finished_jobs")
 @app.task(
-    queue="maintenance",
+    queue=names.MAINTENANCE_QUEUE,
     queueing_lock="prune_finished_jobs",
     priority=MAINTENANCE_PRIORITY,
 )
 def prune_finished_jobs(timestamp: int) -> None:
     """Hourly: drop succeeded jobs after 3 days and failed ones after 30."""
-    from fulfillment.services.maintenance import jobs_prune
-
-    jobs_prune(succeeded_after_hours=72, failed_after_hours=720)
+    maintenance.jobs_prune(succeeded_after_hours=72, failed_after_hours=720)

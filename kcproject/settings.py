@@ -12,7 +12,6 @@ from typing import Any
 import dj_database_url
 import django_stubs_ext
 
-from fulfillment.job_middleware import record_job_failure
 from kcproject.env import (
     env_bool,
     env_choice,
@@ -168,13 +167,13 @@ PROCRASTINATE_WORKER_DEFAULTS = {
     "stalled_worker_timeout": WORKER_STALLED_AFTER_SECONDS,
     "shutdown_graceful_timeout": 20.0,
     "fetch_job_polling_interval": 2.0,
-    "task_middleware": [record_job_failure],
+    # task_middleware: installed by fulfillment.queue.worker.on_app_ready.
 }
 # Periodic ticks missed while no worker ran are not replayed beyond this.
 PROCRASTINATE_PERIODIC_DEFAULTS = {"max_delay": 600}
 # The worker's own pool in autocommit without a probe per query, and a fetch
-# loop that keeps its wake-ups (fulfillment/worker.py).
-PROCRASTINATE_ON_APP_READY = "fulfillment.worker.on_app_ready"
+# loop that keeps its wake-ups, and the task middleware (fulfillment/queue/).
+PROCRASTINATE_ON_APP_READY = "fulfillment.queue.worker.on_app_ready"
 
 # --- admin ---------------------------------------------------------------------
 ADMIN_TOOLS_INDEX_DASHBOARD = "admin_ui.dashboard.OperationsDashboard"

@@ -25,5 +25,5 @@ urlpatterns = [
         name="admin-tools-dashboard-set-preferences",
     ),
     path("admin/", admin.site.urls),
-    path("", include("fulfillment.urls")),
+    path("", include("fulfillment.web.urls")),
 ]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, transaction
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.domain import fit
 from fulfillment.domain.fit import Rule
 from fulfillment.exceptions import PurchaseNotFound
@@ -30,11 +30,11 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
+from fulfillment.queue import names
+from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
 from fulfillment.services import allocation
 from fulfillment.services.allocation import (
     purchase_allocate,
-    purchase_schedule,
-    trainer_verdicts,
     waitlist_reallocate,
 )
 from fulfillment.services.sessions import sessions_materialise
@@ -315,15 +315,15 @@ def test_failure_after_the_defer_leaves_neither_allocation_nor_job(
     course = factories.course()
     factories.trainer(courses=[course])
     purchase = buy(signed_post, course)
-    real_defer = queueing.defer
+    real_defer = queue.defer
 
-    def defer_then_crash(task: Any, **kwargs: Any) -> int | None:
-        job_id = real_defer(task, **kwargs)
-        if task.name.endswith("materialise_sessions"):
+    def defer_then_crash(task_name: str, **kwargs: Any) -> int | None:
+        job_id = real_defer(task_name, **kwargs)
+        if task_name == names.MATERIALISE_SESSIONS:
             raise RuntimeError("crash right after the defer")
         return job_id
 
-    monkeypatch.setattr(queueing, "defer", defer_then_crash)
+    monkeypatch.setattr(queue, "defer", defer_then_crash)
 
     with pytest.raises(RuntimeError, match="crash right after the defer"):
         purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)
@@ -562,7 +562,7 @@ def test_best_trainer_reserved_meanwhile_makes_allocation_take_the_next(
     )
     rival = buy(signed_post, course)
     purchase = buy(signed_post, course)
-    real_verdicts = allocation.trainer_verdicts
+    real_verdicts = trainer_verdicts
 
     def verdicts_then_rival_reserves(**kwargs: Any) -> Any:
         # The verdicts are computed; then another transaction reserves the best
@@ -617,7 +617,7 @@ def test_trainer_filled_up_meanwhile_is_not_overbooked(
     trainer = factories.trainer(courses=[course], max_active_students=1)
     rival = buy(signed_post, course, time_slot="10:00")
     purchase = buy(signed_post, course)
-    real_verdicts = allocation.trainer_verdicts
+    real_verdicts = trainer_verdicts
 
     def verdicts_then_rival_allocated(**kwargs: Any) -> Any:
         verdicts = real_verdicts(**kwargs)

@@ -16,8 +16,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from fulfillment import queueing, tasks
+from fulfillment import queue, tasks
 from fulfillment.models import Purchase
+from fulfillment.queue import names
 from tests import factories
 from tests.conftest import load_event
 
@@ -132,7 +133,7 @@ def test_doctor_goes_red_with_a_purchase_stuck_past_its_sla(
 
 def test_doctor_goes_red_when_a_queue_has_work_and_nobody_serves_it() -> None:
     fresh_worker(queues=["allocation"])
-    queueing.defer(tasks.refresh_learnings, student_id="s1")
+    queue.defer(names.REFRESH_LEARNINGS, student_id="s1")
 
     code, checks = doctor()
 
@@ -145,7 +146,7 @@ def test_doctor_goes_red_with_a_failed_job_and_a_payment_needing_attention(
     signed_post: Callable[..., Any],
 ) -> None:
     fresh_worker()
-    job_id = queueing.defer(tasks.allocate_trainer, purchase_id="p")
+    job_id = queue.defer(names.ALLOCATE_TRAINER, purchase_id="p")
     with connection.cursor() as cursor:
         # todo -> doing -> failed, as a worker would (triggers log the events).
         for status in ("doing", "failed"):

@@ -16,6 +16,7 @@ from django.db import connection
 
 from fulfillment.domain.fit import Rule
 from fulfillment.models import (
+    WAITING_STATUSES,
     Course,
     Payment,
     Purchase,
@@ -25,7 +26,8 @@ from fulfillment.models import (
     Trainer,
     TrainerAllocation,
 )
-from fulfillment.services import allocation
+from fulfillment.selectors.trainers import trainer_verdicts
+from fulfillment.services import allocation, operations
 from fulfillment.services.operations import (
     OperationRefused,
     failed_jobs_retry,
@@ -75,7 +77,7 @@ def untouched(purchase: Purchase) -> bool:
     """Still waiting, with no allocation, reservation or operator trace."""
     purchase.refresh_from_db()
     return (
-        purchase.status in allocation.WAITING_STATUSES
+        purchase.status in WAITING_STATUSES
         and not TrainerAllocation.objects.filter(purchase=purchase).exists()
         and not Reservation.objects.filter(allocation__purchase=purchase).exists()
         and not operator_actions(purchase)
@@ -299,7 +301,7 @@ def test_a_booking_the_verdict_missed_is_caught_by_the_database(
     first = pay(signed_post, course)
     allocation.purchase_allocate(purchase_id=first.pk, actor="test", now=NOW)
     second = waitlisted(signed_post, course)
-    real_verdicts = allocation.trainer_verdicts
+    real_verdicts = trainer_verdicts
 
     def verdicts_blind_to_reservations(**kwargs: Any) -> Any:
         return [
@@ -307,7 +309,7 @@ def test_a_booking_the_verdict_missed_is_caught_by_the_database(
             for verdict in real_verdicts(**kwargs)
         ]
 
-    monkeypatch.setattr(allocation, "trainer_verdicts", verdicts_blind_to_reservations)
+    monkeypatch.setattr(operations, "trainer_verdicts", verdicts_blind_to_reservations)
 
     with pytest.raises(OperationRefused, match="just booked"):
         purchase_assign_trainer(

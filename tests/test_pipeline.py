@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.models import (
     JobFailure,
     Purchase,
@@ -19,6 +19,7 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
+from fulfillment.queue import names
 from fulfillment.testing import stripe_events
 from tests import factories
 from tests.conftest import WorkerProcess, jobs, wait_until
@@ -73,15 +74,15 @@ def test_failure_after_the_defer_inside_a_running_task_leaves_nothing_behind(
     course = factories.course()
     factories.trainer(courses=[course])
     _, purchase_id = pay(course=course)
-    real_defer = queueing.defer
+    real_defer = queue.defer
 
-    def defer_then_fail(task: Any, **kwargs: Any) -> Any:
-        job_id = real_defer(task, **kwargs)
-        if task.name.endswith("materialise_sessions"):
+    def defer_then_fail(task_name: str, **kwargs: Any) -> Any:
+        job_id = real_defer(task_name, **kwargs)
+        if task_name == names.MATERIALISE_SESSIONS:
             raise RuntimeError("crash right after deferring the sessions job")
         return job_id
 
-    monkeypatch.setattr(queueing, "defer", defer_then_fail)
+    monkeypatch.setattr(queue, "defer", defer_then_fail)
 
     # The worker runs with its own pooled connector, exactly as in production.
     run_worker(queues=["allocation"])

@@ -38,7 +38,6 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from fulfillment import selectors, webhooks
 from fulfillment.models import (
     Payment,
     Purchase,
@@ -47,6 +46,7 @@ from fulfillment.models import (
     WebhookDelivery,
 )
 from fulfillment.testing import stripe_events
+from fulfillment.web import api, webhooks
 from kcproject.logging import JsonFormatter, TextFormatter
 from tests import factories
 from tests.conftest import ROOT, load_event
@@ -744,7 +744,7 @@ def test_secrets_never_reach_the_logs(
         client.get(API_URL, headers={"Authorization": f"Basic {token}"}),
     ]
     with monkeypatch.context() as patch:
-        patch.setattr(selectors, "purchase_detail", boom)
+        patch.setattr(api, "read_purchase", boom)
         answers.append(client.get(API_URL, headers=bearer(token)))
     answers.append(database_unreachable_delivery(client, body))
 
@@ -785,7 +785,7 @@ def test_error_pages_without_debug_show_no_secrets(
 ) -> None:
     client.raise_request_exception = False
     not_found = client.get("/no/such/page/")
-    monkeypatch.setattr(selectors, "purchase_detail", boom)
+    monkeypatch.setattr(api, "read_purchase", boom)
     server_error = client.get(API_URL, headers=bearer(settings.FULFILMENT_API_TOKEN))
 
     assert (not_found.status_code, server_error.status_code) == (404, 500)
@@ -804,7 +804,7 @@ def test_the_debug_page_masks_every_secret(
 ) -> None:
     settings.DEBUG = True
     client.raise_request_exception = False
-    monkeypatch.setattr(selectors, "purchase_detail", boom)
+    monkeypatch.setattr(api, "read_purchase", boom)
     monkeypatch.setattr(webhooks, "stripe_event_process", boom)
     body = stripe_events.encode(load_event("payment_intent_succeeded"))
 

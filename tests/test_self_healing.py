@@ -16,8 +16,9 @@ import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from fulfillment import queueing, tasks
+from fulfillment import queue, tasks
 from fulfillment.models import Purchase, TraceEvent
+from fulfillment.queue import names
 from fulfillment.services.maintenance import (
     invariants_reconcile,
     jobs_prune,
@@ -99,7 +100,7 @@ def test_allocation_of_a_sigkilled_worker_finishes_on_another_worker_within_30s(
 
 @pytest.mark.django_db
 def test_rescue_requeues_a_job_whose_worker_is_gone() -> None:
-    job_id = queueing.defer(tasks.allocate_trainer, purchase_id="x")
+    job_id = queue.defer(names.ALLOCATE_TRAINER, purchase_id="x")
     _start_job_without_worker(job_id)
 
     report = stalled_jobs_rescue()
@@ -112,12 +113,12 @@ def test_rescue_requeues_a_job_whose_worker_is_gone() -> None:
 @pytest.mark.django_db
 def test_rescue_aborts_a_stalled_job_whose_queueing_lock_a_waiting_twin_holds() -> None:
     # procrastinate #1446: retrying it would violate the queueing lock's index.
-    stalled = queueing.defer(
-        tasks.refresh_learnings, queueing_lock="learnings:s1", student_id="s1"
+    stalled = queue.defer(
+        names.REFRESH_LEARNINGS, queueing_lock="learnings:s1", student_id="s1"
     )
     _start_job_without_worker(stalled)
-    twin = queueing.defer(
-        tasks.refresh_learnings, queueing_lock="learnings:s1", student_id="s1"
+    twin = queue.defer(
+        names.REFRESH_LEARNINGS, queueing_lock="learnings:s1", student_id="s1"
     )
 
     report = stalled_jobs_rescue()
@@ -131,7 +132,7 @@ def test_rescue_aborts_a_stalled_job_whose_queueing_lock_a_waiting_twin_holds() 
 
 @pytest.mark.django_db
 def test_rescue_leaves_jobs_of_live_workers_alone() -> None:
-    job_id = queueing.defer(tasks.allocate_trainer, purchase_id="x")
+    job_id = queue.defer(names.ALLOCATE_TRAINER, purchase_id="x")
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
         (worker_id,) = cursor.fetchone()
@@ -229,9 +230,9 @@ def test_sigterm_lets_the_running_allocation_finish_and_loses_nothing(
 def test_prune_drops_old_finished_jobs_but_keeps_the_trace(
     signed_post: Callable[..., Any],
 ) -> None:
-    old = queueing.defer(tasks.allocate_trainer, purchase_id="old")
-    recent = queueing.defer(tasks.allocate_trainer, purchase_id="recent")
-    failed = queueing.defer(tasks.allocate_trainer, purchase_id="failed")
+    old = queue.defer(names.ALLOCATE_TRAINER, purchase_id="old")
+    recent = queue.defer(names.ALLOCATE_TRAINER, purchase_id="recent")
+    failed = queue.defer(names.ALLOCATE_TRAINER, purchase_id="failed")
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE procrastinate_jobs SET status = CASE WHEN id = %s "

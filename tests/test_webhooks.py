@@ -11,6 +11,7 @@ import pytest
 from django.db import OperationalError, connection, connections
 from django.test import Client
 
+from fulfillment import queue
 from fulfillment.models import (
     Payment,
     Purchase,
@@ -18,6 +19,7 @@ from fulfillment.models import (
     TraceEvent,
     WebhookDelivery,
 )
+from fulfillment.queue import names
 from fulfillment.testing import demo, stripe_events
 from tests.conftest import jobs, load_event
 
@@ -239,17 +241,15 @@ def test_online_course_needs_no_location(signed_post: Callable[..., Any]) -> Non
 def test_failure_after_the_defer_leaves_nothing_behind(
     signed_post: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fulfillment import queueing
-
-    real_defer = queueing.defer
+    real_defer = queue.defer
 
     def defer_then_fail(*args: Any, **kwargs: Any) -> Any:
         job_id = real_defer(*args, **kwargs)
-        if args[0].name.endswith("allocate_trainer"):
+        if args[0] == names.ALLOCATE_TRAINER:
             raise OperationalError("connection lost right after the defer")
         return job_id
 
-    monkeypatch.setattr(queueing, "defer", defer_then_fail)
+    monkeypatch.setattr(queue, "defer", defer_then_fail)
 
     response = signed_post(load_event("payment_intent_succeeded"))
 

@@ -15,8 +15,9 @@ from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import DjangoApp
 from procrastinate.contrib.django import app as procrastinate_app
 
-from fulfillment import queueing, tasks
-from fulfillment.worker import (
+from fulfillment import queue
+from fulfillment.queue import names
+from fulfillment.queue.worker import (
     FulfilmentWorker,
     TunedDjangoConnector,
     queue_statistics_refresh,
@@ -159,14 +160,14 @@ def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
     # The state autovacuum leaves behind: statistics gathered when the table
     # held only finished jobs.
     for number in range(300):
-        queueing.defer(tasks.refresh_learnings, student_id=f"done{number}")
+        queue.defer(names.REFRESH_LEARNINGS, student_id=f"done{number}")
     with connection.cursor() as cursor:
         cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
         cursor.execute("ANALYZE procrastinate_jobs")
     assert refresh() is False
 
     for number in range(250):
-        queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
+        queue.defer(names.REFRESH_LEARNINGS, student_id=f"s{number}")
 
     assert refresh() is True
     assert refresh() is False  # now they know
@@ -183,13 +184,13 @@ def test_queue_statistics_are_refreshed_when_a_burst_outgrows_them() -> None:
 def test_a_running_worker_refreshes_the_statistics_within_seconds() -> None:
     app = DjangoApp(connector=TunedDjangoConnector().get_worker_connector())
     for number in range(300):
-        queueing.defer(tasks.refresh_learnings, student_id=f"done{number}")
+        queue.defer(names.REFRESH_LEARNINGS, student_id=f"done{number}")
     with connection.cursor() as cursor:
         cursor.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
         cursor.execute("ANALYZE procrastinate_jobs")
         # A burst on a queue this worker does not serve, so it stays waiting.
         for number in range(250):
-            queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
+            queue.defer(names.REFRESH_LEARNINGS, student_id=f"s{number}")
         cursor.execute(
             "SELECT analyze_count FROM pg_stat_user_tables "
             "WHERE relname = 'procrastinate_jobs'"
@@ -225,15 +226,15 @@ def test_maintenance_first_then_the_pipeline_then_cache_refreshes() -> None:
     from tests.conftest import jobs
 
     for number in range(2):
-        queueing.defer(tasks.refresh_learnings, student_id=f"s{number}")
-    queueing.defer(tasks.allocate_trainer, purchase_id=str(uuid.uuid4()))
-    queueing.defer(tasks.materialise_sessions, purchase_id=str(uuid.uuid4()))
-    for task in (
-        tasks.rescue_stalled_jobs,
-        tasks.reconcile_invariants,
-        tasks.prune_finished_jobs,
+        queue.defer(names.REFRESH_LEARNINGS, student_id=f"s{number}")
+    queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(uuid.uuid4()))
+    queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(uuid.uuid4()))
+    for task_name in (
+        names.RESCUE_STALLED_JOBS,
+        names.RECONCILE_INVARIANTS,
+        names.PRUNE_FINISHED_JOBS,
     ):
-        queueing.defer(task, timestamp=0)
+        queue.defer(task_name, timestamp=0)
 
     # The order procrastinate fetches in: priority, then age.
     fetch_order = sorted(jobs(), key=lambda job: (-job.priority, job.id))

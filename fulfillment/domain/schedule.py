@@ -32,8 +32,26 @@ class DeliveryMode(enum.StrEnum):
     A ``str`` subclass: members compare equal to, and format as, their values.
     """
 
-    WEEKDAY_DAILY = "WEEKDAY_DAILY"  # Monday to Friday
+    WEEKDAY_DAILY = "WEEKDAY_DAILY"
     SUNDAY_ONLY = "SUNDAY_ONLY"
+
+    @property
+    def label(self) -> str:
+        """How people name it (the console, the purchase's choices)."""
+        return _DELIVERY_LABELS[self]
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        """``(value, label)`` pairs, for a model field's or form's choices."""
+        return [(mode.value, mode.label) for mode in cls]
+
+
+_DELIVERY_LABELS: Final = MappingProxyType(
+    {
+        DeliveryMode.WEEKDAY_DAILY: "Monday to Friday",
+        DeliveryMode.SUNDAY_ONLY: "Sundays",
+    }
+)
 
 
 _DELIVERY_WEEKDAYS: Final = MappingProxyType(

@@ -14,19 +14,21 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any
 
 from django.core.cache import cache
 from django.db.models import F
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.models import Student
+from fulfillment.queue import names
+from fulfillment.selectors.purchases import StudentLearnings, student_learnings
 
 logger = logging.getLogger(__name__)
 
 
 def learnings_cache_key(*, student_id: uuid.UUID, version: int) -> str:
-    return f"learnings:v1:{student_id}:{version}"
+    # v2: the value is a ``StudentLearnings`` (v1 held its JSON dict).
+    return f"learnings:v2:{student_id}:{version}"
 
 
 # Set while a pipeline stage changes a purchase whose next stage is deferred in
@@ -67,21 +69,17 @@ def learnings_refresh_defer(
     *, student_id: uuid.UUID, schedule_in: dict[str, int] | None = None
 ) -> None:
     """Defer a refresh, coalesced per student: one waiting refresh is enough."""
-    from fulfillment import tasks
-
-    queueing.defer(
-        tasks.refresh_learnings,
+    queue.defer(
+        names.REFRESH_LEARNINGS,
         queueing_lock=f"learnings:{student_id}",
         schedule_in=schedule_in,
         student_id=str(student_id),
     )
 
 
-def learnings_get(*, student_id: uuid.UUID) -> dict[str, Any] | None:
+def learnings_get(*, student_id: uuid.UUID) -> StudentLearnings | None:
     """The student's learnings, from the cache when fresh; computed and cached
     otherwise. ``None`` when the student is unknown."""
-    from fulfillment import selectors
-
     version = (
         Student.objects.filter(pk=student_id)
         .values_list("learnings_version", flat=True)
@@ -90,14 +88,14 @@ def learnings_get(*, student_id: uuid.UUID) -> dict[str, Any] | None:
     if version is None:
         return None
     key = learnings_cache_key(student_id=student_id, version=version)
-    payload: dict[str, Any] | None = cache.get(key)
+    payload: StudentLearnings | None = cache.get(key)
     if payload is None:
-        payload = selectors.student_learnings(student_id=student_id)
+        payload = student_learnings(student_id=student_id)
         cache.set(key, payload)
     return payload
 
 
-def learnings_refresh(*, student_id: uuid.UUID) -> dict[str, Any] | None:
+def learnings_refresh(*, student_id: uuid.UUID) -> StudentLearnings | None:
     """Compute and cache the learnings for the student's current version.
 
     Idempotent; safe to run concurrently with changes (see the module docstring).

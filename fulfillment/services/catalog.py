@@ -15,10 +15,11 @@ from typing import Any
 
 from django.db import transaction
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.domain.timeslots import parse_hhmm
 from fulfillment.exceptions import CatalogError
 from fulfillment.models import Course, Trainer
+from fulfillment.queue import names
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ def catalog_import(*, data: object) -> ImportSummary:
     (it reports the entries as updated). Raises ``CatalogError`` naming the
     entry and field, having changed nothing.
     """
-    from fulfillment import tasks
-
     if not isinstance(data, dict):
         raise CatalogError("the file must hold a JSON object with courses, trainers")
     unknown = set(data) - {"courses", "trainers"}
@@ -87,7 +86,7 @@ def catalog_import(*, data: object) -> ImportSummary:
             )
             obj.courses.set(course_ids)
             trainer_counts[0 if created else 1] += 1
-        queueing.defer(tasks.reallocate_waitlist)
+        queue.defer(names.REALLOCATE_WAITLIST)
     summary = ImportSummary(*course_counts, *trainer_counts)
     logger.info("catalogue imported", extra={"summary": str(summary)})
     return summary

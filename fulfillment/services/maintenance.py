@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from procrastinate import exceptions, jobs, sql
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.models import (
     Purchase,
     Reservation,
@@ -25,6 +25,8 @@ from fulfillment.models import (
     TutoringSession,
     WorkerPresence,
 )
+from fulfillment.queue import names
+from fulfillment.selectors.jobs import STALLED_JOBS
 from fulfillment.services import allocation
 from fulfillment.services.sessions import SESSION_WINDOW
 from fulfillment.services.trace import trace_record
@@ -58,15 +60,7 @@ def stalled_jobs_rescue(*, stalled_after_s: float | None = None) -> RescueReport
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
-                """
-                SELECT j.id FROM procrastinate_jobs j
-                LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
-                WHERE j.status = 'doing'
-                  AND (w.id IS NULL
-                       OR w.last_heartbeat < now() - make_interval(secs => %s))
-                ORDER BY j.id
-                FOR UPDATE OF j SKIP LOCKED
-                """,
+                f"SELECT j.id {STALLED_JOBS} ORDER BY j.id FOR UPDATE OF j SKIP LOCKED",
                 [limit],
             )
             stalled = [row[0] for row in cursor.fetchall()]
@@ -123,24 +117,24 @@ def invariants_reconcile(*, now: dt.datetime | None = None) -> ReconcileReport:
 
     Every heal is recorded in the purchase's trace (kind ``healing``).
     """
-    from fulfillment import tasks
-
     now = now or timezone.now()
     report = ReconcileReport()
     for purchase_id in _pending_without_job(now - GRACE):
         with transaction.atomic():
             purchase = _claim(purchase_id, Purchase.Status.ALLOCATION_PENDING)
-            if purchase is None or _has_live_job("allocate_trainer", purchase_id):
+            if purchase is None or _has_live_job(names.ALLOCATE_TRAINER, purchase_id):
                 continue
-            queueing.defer(tasks.allocate_trainer, purchase_id=str(purchase_id))
+            queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(purchase_id))
             _healed(purchase, "Allocation job was missing; deferred a new one.")
             report.allocation_redeferred += 1
     for purchase_id in _allocated_with_short_window(now - GRACE, now):
         with transaction.atomic():
             purchase = _claim(purchase_id, Purchase.Status.ALLOCATED)
-            if purchase is None or _has_live_job("materialise_sessions", purchase_id):
+            if purchase is None or _has_live_job(
+                names.MATERIALISE_SESSIONS, purchase_id
+            ):
                 continue
-            queueing.defer(tasks.materialise_sessions, purchase_id=str(purchase_id))
+            queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(purchase_id))
             _healed(purchase, "Session window was short; deferred the sessions job.")
             report.sessions_redeferred += 1
     for purchase_id in _refunded_with_future_bookings(now):
@@ -191,9 +185,7 @@ def jobs_prune(*, succeeded_after_hours: int, failed_after_hours: int) -> None:
 
 def _execute(query: str, **arguments: object) -> None:
     # procrastinate's own SQL, on Django's connection and transaction.
-    queueing.job_manager.connector.get_sync_connector().execute_query(
-        query=sql.queries[query], **arguments
-    )
+    queue.execute(sql.queries[query], **arguments)
 
 
 def _live_worker_ids() -> list[int]:
@@ -212,7 +204,7 @@ def _claim(purchase_id: uuid.UUID, status: str) -> Purchase | None:
     )
 
 
-def _has_live_job(task: str, purchase_id: uuid.UUID) -> bool:
+def _has_live_job(task_name: str, purchase_id: uuid.UUID) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -221,7 +213,7 @@ def _has_live_job(task: str, purchase_id: uuid.UUID) -> bool:
                 WHERE task_name = %s AND status IN ('todo', 'doing')
                   AND args->>'purchase_id' = %s)
             """,
-            [f"fulfillment.tasks.{task}", str(purchase_id)],
+            [task_name, str(purchase_id)],
         )
         row = cursor.fetchone()
     return bool(row and row[0])
@@ -235,13 +227,13 @@ def _pending_without_job(created_before: dt.datetime) -> list[uuid.UUID]:
             WHERE p.status = 'allocation_pending' AND p.created_at < %s
               AND NOT EXISTS (
                 SELECT 1 FROM procrastinate_jobs j
-                WHERE j.task_name = 'fulfillment.tasks.allocate_trainer'
+                WHERE j.task_name = %s
                   AND j.status IN ('todo', 'doing')
                   AND j.args->>'purchase_id' = p.id::text)
             ORDER BY p.created_at
             LIMIT 500
             """,
-            [created_before],
+            [created_before, names.ALLOCATE_TRAINER],
         )
         return [row[0] for row in cursor.fetchall()]
 

@@ -16,22 +16,25 @@ from collections.abc import Iterable, Mapping
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from procrastinate import manager
-from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.domain import fit
 from fulfillment.domain.metadata import MetadataError
-from fulfillment.exceptions import FulfillmentError
-from fulfillment.models import Payment, Purchase, TraceEvent, Trainer
+from fulfillment.exceptions import FulfillmentError, TrainerTaken
+from fulfillment.models import (
+    WAITING_STATUSES,
+    Payment,
+    Purchase,
+    TraceEvent,
+    Trainer,
+)
+from fulfillment.queue import names
+from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
 from fulfillment.services import allocation, purchases
 from fulfillment.services.trace import trace_record
 
 logger = logging.getLogger(__name__)
-
-# procrastinate's own retry, on Django's connection: it commits with our trace.
-_jobs = manager.JobManager(DjangoConnector())
 
 
 class OperationRefused(FulfillmentError):
@@ -105,12 +108,10 @@ def purchase_assign_trainer(
             .exists()
         ):
             raise OperationRefused("That trainer does not exist.", field="trainer")
-        slots = allocation.purchase_schedule(purchase=purchase, now=now)
+        slots = purchase_schedule(purchase=purchase, now=now)
         verdict = next(
             v
-            for v in allocation.trainer_verdicts(
-                purchase=purchase, slots=slots, all_trainers=True
-            )
+            for v in trainer_verdicts(purchase=purchase, slots=slots, all_trainers=True)
             if v.trainer.id == str(trainer_id)
         )
         name = verdict.trainer.name
@@ -137,7 +138,7 @@ def purchase_assign_trainer(
                 assigned_by=operator,
                 override_reason=reason,
             )
-        except allocation._TrainerTaken as error:
+        except TrainerTaken as error:
             raise OperationRefused(
                 f"{name} was just booked by another allocation; choose again.",
                 field="trainer",
@@ -156,7 +157,7 @@ def purchase_assign_trainer(
         )
         # The same continuation as automatic allocation: status, trace, cache,
         # and the sessions job, in this transaction.
-        purchase = allocation._allocated(
+        purchase = allocation.allocation_complete(
             purchase=purchase, actor=operator, now=now, verdict=verdict
         )
     logger.info(
@@ -249,7 +250,7 @@ def failed_jobs_retry(*, job_ids: Iterable[int], operator: str) -> int:
                 # A savepoint: a twin already waiting under the job's queueing
                 # lock makes this one's retry a unique violation; skip it.
                 with transaction.atomic():
-                    _jobs.retry_job_by_id(job.id, now)
+                    queue.job_manager.retry_job_by_id(job.id, now)
             except IntegrityError:
                 continue
             retried.append(job)
@@ -283,9 +284,7 @@ def failed_jobs_retry(*, job_ids: Iterable[int], operator: str) -> int:
 def waitlist_recheck() -> None:
     """Ask for the waitlist to be tried again soon (the catalogue changed), in
     the caller's transaction; coalesced with any retry already waiting."""
-    from fulfillment import tasks
-
-    queueing.defer(tasks.reallocate_waitlist)
+    queue.defer(names.REALLOCATE_WAITLIST)
 
 
 def _locked_purchase(purchase_id: uuid.UUID) -> Purchase:
@@ -301,6 +300,6 @@ def _locked_purchase(purchase_id: uuid.UUID) -> Purchase:
 
 
 def _require_waiting(purchase: Purchase, *, action: str) -> None:
-    if purchase.status not in allocation.WAITING_STATUSES:
+    if purchase.status not in WAITING_STATUSES:
         label = Purchase.Status(purchase.status).label.lower()
         raise OperationRefused(f"This purchase is {label}: nothing to {action}.")

@@ -4,27 +4,29 @@
 event is processed in one transaction: the delivery record, the payment, the
 purchase and the next job commit together or not at all. Duplicates are caught by
 the unique PaymentIntent id, so even concurrent deliveries make one purchase.
+It returns what happened (``EventResult``); the view decides what HTTP says.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib.postgres.functions import TransactionNow
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.domain.metadata import (
     MetadataError,
     PurchaseRequest,
     parse_purchase_metadata,
     require_location,
 )
+from fulfillment.domain.stripe import MalformedEvent, StripeEvent, text_field
 from fulfillment.models import (
     Course,
     Payment,
@@ -34,6 +36,7 @@ from fulfillment.models import (
     WebhookDelivery,
     WebhookOutcomeCount,
 )
+from fulfillment.queue import names
 from fulfillment.services import allocation
 from fulfillment.services.trace import purchase_transition, trace_record
 
@@ -42,39 +45,43 @@ logger = logging.getLogger(__name__)
 STRIPE_ACTOR = "stripe"
 
 
+class Outcome(enum.StrEnum):
+    """What a Stripe event did (CONTRACT §3's answer table)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    NEEDS_ATTENTION = "needs_attention"
+    REFUNDED = "refunded"
+    IGNORED = "ignored"
+
+
 @dataclass(frozen=True)
-class WebhookOutcome:
-    """What to answer Stripe: an HTTP status and a JSON body."""
-
-    http_status: int
-    body: dict[str, Any] = field(default_factory=dict)
-
-
-class MalformedEvent(ValueError):
-    """Authentic, but not a Stripe event we can read."""
+class EventResult:
+    outcome: Outcome
+    purchase_id: uuid.UUID | None = None
+    reason: str = ""  # for operators: why it needs attention
 
 
-def stripe_event_process(*, event: object) -> WebhookOutcome:
-    """Handle one authentic Stripe event (already signature-checked)."""
-    try:
-        event_id, event_type, data_object = _envelope(event)
-        handler = _HANDLERS.get(event_type)
-        if handler is None:
-            logger.info("stripe event ignored", extra={"event_type": event_type})
-            return WebhookOutcome(200, {"status": "ignored"})
-        return handler(event_id, event, data_object)
-    except MalformedEvent as error:
-        return WebhookOutcome(400, {"error": "malformed_payload", "detail": str(error)})
+def stripe_event_process(*, event: StripeEvent) -> EventResult:
+    """Handle one authentic Stripe event (already signature-checked).
+
+    Raises ``MalformedEvent`` naming the field when a handled event lacks what
+    it needs; nothing is stored then.
+    """
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        logger.info("stripe event ignored", extra={"event_type": event.type})
+        return EventResult(Outcome.IGNORED)
+    return handler(event)
 
 
-def _payment_succeeded(
-    event_id: str, event: object, intent: Mapping[str, Any]
-) -> WebhookOutcome:
-    payment_intent = _text(intent, "id", prefix="pi_")
+def _payment_succeeded(event: StripeEvent) -> EventResult:
+    event_id, intent = event.id, event.data_object
+    payment_intent = text_field(intent, "id", prefix="pi_")
     amount = intent.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         raise MalformedEvent("data.object.amount must be a non-negative integer")
-    currency = _text(intent, "currency")
+    currency = text_field(intent, "currency")
     if len(currency) != 3 or not currency.isalpha():
         raise MalformedEvent("data.object.currency must be a 3-letter ISO code")
     metadata = intent.get("metadata")
@@ -86,7 +93,7 @@ def _payment_succeeded(
                 amount=amount,
                 currency=currency.lower(),
                 metadata=stored_metadata,
-                raw_event=event,
+                raw_event=event.raw,
             )
         )
         if not created:
@@ -96,13 +103,9 @@ def _payment_succeeded(
                 .first()
             )
             _delivery(event_id, "payment_intent.succeeded", payment_intent, "duplicate")
-            body: dict[str, Any] = {
-                "status": "duplicate",
-                "purchase_id": str(purchase_id) if purchase_id else None,
-            }
-            if payment.attention_reason:
-                body["reason"] = payment.attention_reason
-            return WebhookOutcome(200, body)
+            return EventResult(
+                Outcome.DUPLICATE, purchase_id, reason=payment.attention_reason
+            )
         try:
             purchase = purchase_create_from_payment(payment=payment, actor=STRIPE_ACTOR)
         except MetadataError as error:
@@ -114,13 +117,9 @@ def _payment_succeeded(
                 "needs_attention",
                 detail=str(error),
             )
-            return WebhookOutcome(
-                200, {"status": "needs_attention", "reason": str(error)}
-            )
+            return EventResult(Outcome.NEEDS_ATTENTION, reason=str(error))
         _delivery(event_id, "payment_intent.succeeded", payment_intent, "accepted")
-        return WebhookOutcome(
-            200, {"status": "accepted", "purchase_id": str(purchase.pk)}
-        )
+        return EventResult(Outcome.ACCEPTED, purchase.pk)
 
 
 def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
@@ -130,8 +129,6 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
     the caller decides whether to flag the payment. Runs in the caller's
     transaction; the payment must have no purchase yet.
     """
-    from fulfillment import tasks
-
     request = parse_purchase_metadata(payment.metadata)
     course = Course.objects.filter(pk=request.course_id).first()
     if course is None:
@@ -178,7 +175,7 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         return purchase
     # The upsert above bumped the student's learnings version; the allocation
     # stage invalidates again whatever it decides, and defers the refresh.
-    queueing.defer(tasks.allocate_trainer, purchase_id=str(purchase.pk))
+    queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(purchase.pk))
     logger.info(
         "purchase recorded",
         extra={
@@ -207,10 +204,9 @@ def payment_flag(*, payment: Payment, reason: str, actor: str) -> Payment:
     return payment
 
 
-def _charge_refunded(
-    event_id: str, event: object, charge: Mapping[str, Any]
-) -> WebhookOutcome:
-    payment_intent = _text(charge, "payment_intent", prefix="pi_")
+def _charge_refunded(event: StripeEvent) -> EventResult:
+    event_id, charge = event.id, event.data_object
+    payment_intent = text_field(charge, "payment_intent", prefix="pi_")
     with transaction.atomic():
         payment = (
             Payment.objects.select_for_update(no_key=True)
@@ -227,21 +223,19 @@ def _charge_refunded(
                 detail=reason,
             )
             logger.warning("refund for unknown payment", extra={"pi": payment_intent})
-            return WebhookOutcome(200, {"status": "needs_attention", "reason": reason})
+            return EventResult(Outcome.NEEDS_ATTENTION, reason=reason)
         purchase = (
             Purchase.objects.select_for_update(no_key=True)
             .filter(payment=payment)
             .first()
         )
-        purchase_id = str(purchase.pk) if purchase else None
+        purchase_id = purchase.pk if purchase else None
         if payment.status == Payment.Status.REFUNDED:
             _delivery(event_id, "charge.refunded", payment_intent, "duplicate")
-            return WebhookOutcome(
-                200, {"status": "duplicate", "purchase_id": purchase_id}
-            )
+            return EventResult(Outcome.DUPLICATE, purchase_id)
         purchase_refund(payment=payment, purchase=purchase, actor=STRIPE_ACTOR)
         _delivery(event_id, "charge.refunded", payment_intent, "refunded")
-        return WebhookOutcome(200, {"status": "refunded", "purchase_id": purchase_id})
+        return EventResult(Outcome.REFUNDED, purchase_id)
 
 
 def purchase_refund(
@@ -250,8 +244,6 @@ def purchase_refund(
     """Cancel a refunded payment's purchase: future sessions cancelled, the
     trainer's reserved time released, and the waitlist retried for the freed
     capacity. Runs in the caller's transaction with both rows locked."""
-    from fulfillment import tasks
-
     now = timezone.now()
     payment.status = Payment.Status.REFUNDED
     payment.save(update_fields=["status", "updated_at"])
@@ -271,33 +263,8 @@ def purchase_refund(
         reason=f"Refunded; {cancelled} upcoming sessions cancelled.",
         actor=actor,
     )
-    queueing.defer(tasks.reallocate_waitlist)
+    queue.defer(names.REALLOCATE_WAITLIST)
     return payment
-
-
-def _envelope(event: object) -> tuple[str, str, Mapping[str, Any]]:
-    if not isinstance(event, dict):
-        raise MalformedEvent("the body must be a JSON object (a Stripe Event)")
-    event_id = _text(event, "id")
-    event_type = _text(event, "type")
-    data = event.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
-        raise MalformedEvent("data.object must be an object")
-    return event_id, event_type, data["object"]
-
-
-def _text(mapping: Mapping[str, Any], key: str, *, prefix: str = "") -> str:
-    value = mapping.get(key)
-    if (
-        not isinstance(value, str)
-        or not value
-        or len(value) > 255
-        or "\x00" in value
-        or not value.startswith(prefix)
-    ):
-        expected = f"a string starting with {prefix!r}" if prefix else "a string"
-        raise MalformedEvent(f"{key} must be {expected}")
-    return value
 
 
 def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool]:
@@ -344,7 +311,7 @@ def _delivery(
     )
 
 
-_Handler = Callable[[str, object, Mapping[str, Any]], WebhookOutcome]
+_Handler = Callable[[StripeEvent], EventResult]
 _HANDLERS: dict[str, _Handler] = {
     "payment_intent.succeeded": _payment_succeeded,
     "charge.refunded": _charge_refunded,

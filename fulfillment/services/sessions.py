@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from fulfillment import queueing
+from fulfillment import queue
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import (
     Purchase,
@@ -23,6 +23,7 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
+from fulfillment.queue import names
 from fulfillment.services import cache
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ def sessions_materialise(
     Idempotent: sessions are unique per (purchase, sequence) and a second run
     finds nothing to do. Returns the sessions created.
     """
-    from fulfillment import tasks
-
     now = now or timezone.now()
     with transaction.atomic():
         purchase = (
@@ -109,7 +108,7 @@ def sessions_materialise(
             allocation.ended_at = now
             allocation.save(update_fields=["status", "ended_at"])
             # The trainer's capacity changed: waiting purchases may fit now.
-            queueing.defer(tasks.reallocate_waitlist)
+            queue.defer(names.REALLOCATE_WAITLIST)
         if created or completed:
             cache.learnings_invalidate(student_id=purchase.student_id)
             logger.info(

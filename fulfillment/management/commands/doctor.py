@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from fulfillment.health import DOCTOR_CHECKS, Verdict, run_checks
+from fulfillment.ops.health import DOCTOR_CHECKS, CheckVerdict, run_checks
 
-MARKS = {Verdict.OK: " OK ", Verdict.WARN: "WARN", Verdict.FAIL: "FAIL"}
+MARKS = {CheckVerdict.OK: " OK ", CheckVerdict.WARN: "WARN", CheckVerdict.FAIL: "FAIL"}
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         results = run_checks(DOCTOR_CHECKS)
-        failed = [check for check in results if check.verdict is Verdict.FAIL]
+        failed = [check for check in results if check.verdict is CheckVerdict.FAIL]
         if options["json"]:
             self.stdout.write(
                 json.dumps(
@@ -42,12 +42,12 @@ class Command(BaseCommand):
             for check in results:
                 line = f"[{MARKS[check.verdict]}] {check.name:<28} {check.summary}"
                 style = {
-                    Verdict.OK: self.style.SUCCESS,
-                    Verdict.WARN: self.style.WARNING,
-                    Verdict.FAIL: self.style.ERROR,
+                    CheckVerdict.OK: self.style.SUCCESS,
+                    CheckVerdict.WARN: self.style.WARNING,
+                    CheckVerdict.FAIL: self.style.ERROR,
                 }[check.verdict]
                 self.stdout.write(style(line))
-                if options["details"] or check.verdict is not Verdict.OK:
+                if options["details"] or check.verdict is not CheckVerdict.OK:
                     for detail in check.details:
                         self.stdout.write(f"       {detail}")
         if failed:

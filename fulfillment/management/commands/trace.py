@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from fulfillment.selectors import payment_trace
+from fulfillment.selectors.trace import payment_trace
+from fulfillment.web.serializers import trace_json
 
 
 class Command(BaseCommand):
@@ -18,9 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        trace = payment_trace(reference=options["reference"])
-        if trace is None:
+        found = payment_trace(reference=options["reference"])
+        if found is None:
             raise CommandError(f"no payment or purchase {options['reference']!r}")
+        trace = trace_json(found)
         if options["json"]:
             self.stdout.write(json.dumps(trace, indent=2))
             return

@@ -1,4 +1,8 @@
-"""``POST /webhooks/stripe/``: verify, parse, call one service, answer."""
+"""``POST /webhooks/stripe/``: verify, parse, call one service, answer.
+
+The one place that knows HTTP for Stripe: the service says what happened
+(``EventResult``), ``_answer_for`` says what Stripe is told (CONTRACT §3).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from fulfillment.domain.json_body import UnreadableBody, parse_json_body
+from fulfillment.domain.stripe import MalformedEvent, parse_event
 from fulfillment.services.purchases import (
+    EventResult,
+    Outcome,
     stripe_event_process,
     webhook_outcome_count,
 )
@@ -45,11 +52,10 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     except stripe.SignatureVerificationError as error:
         return _signature_refused(str(error))
     try:
-        event = parse_json_body(body)
-    except UnreadableBody as error:
+        event = parse_event(parse_json_body(body))
+        result = stripe_event_process(event=event)
+    except (UnreadableBody, MalformedEvent) as error:
         return _answer({"error": "malformed_payload", "detail": str(error)}, status=400)
-    try:
-        outcome = stripe_event_process(event=event)
     except (OperationalError, InterfaceError) as error:
         # Nothing was stored; Stripe retries on any 5xx.
         logger.error("database unavailable for webhook", extra={"error": str(error)})
@@ -64,7 +70,20 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     except DatabaseError:
         logger.exception("webhook could not be stored")
         return JsonResponse({"error": "database_error"}, status=503)
-    return _answer(outcome.body, status=outcome.http_status)
+    return _answer(_body_for(result), status=200)
+
+
+# Outcomes that name the purchase they are about (``null`` when there is none).
+_NAMES_PURCHASE = {Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.REFUNDED}
+
+
+def _body_for(result: EventResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": result.outcome.value}
+    if result.outcome in _NAMES_PURCHASE:
+        body["purchase_id"] = str(result.purchase_id) if result.purchase_id else None
+    if result.reason:
+        body["reason"] = result.reason
+    return body
 
 
 def _signature_refused(detail: str) -> JsonResponse:

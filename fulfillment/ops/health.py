@@ -19,7 +19,13 @@ from django.db import DatabaseError, connection
 from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
-from fulfillment import selectors
+from fulfillment.selectors.jobs import (
+    failed_job_groups,
+    queue_stats,
+    stalled_jobs_count,
+)
+from fulfillment.selectors.purchases import payments_needing_attention, purchases_stuck
+from fulfillment.selectors.workers import live_workers
 
 # A ready job nobody picked up for this long means no worker serves its queue.
 QUEUE_WAIT_LIMIT_S = 60.0
@@ -29,7 +35,7 @@ ALLOCATION_SLA = dt.timedelta(minutes=5)
 STALLED_LIMIT_S = 30.0
 
 
-class Verdict(enum.StrEnum):
+class CheckVerdict(enum.StrEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
@@ -38,14 +44,14 @@ class Verdict(enum.StrEnum):
 @dataclass(frozen=True)
 class Check:
     name: str
-    verdict: Verdict
+    verdict: CheckVerdict
     summary: str
     value: float | int | None = None
     details: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.verdict is not Verdict.FAIL,
+            "ok": self.verdict is not CheckVerdict.FAIL,
             "verdict": str(self.verdict),
             "detail": self.summary,
             "value": self.value,
@@ -60,11 +66,11 @@ def check_database() -> Check:
             cursor.execute("SHOW server_version")
             row = cursor.fetchone()
     except DatabaseError as error:
-        return Check("database", Verdict.FAIL, f"unreachable: {error}"[:300])
+        return Check("database", CheckVerdict.FAIL, f"unreachable: {error}"[:300])
     ms = (time.monotonic() - started) * 1000
     version = row[0] if row else "?"
     return Check(
-        "database", Verdict.OK, f"reachable, PostgreSQL {version}", round(ms, 1)
+        "database", CheckVerdict.OK, f"reachable, PostgreSQL {version}", round(ms, 1)
     )
 
 
@@ -79,21 +85,21 @@ def check_migrations() -> Check:
     if names:
         return Check(
             "migrations",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{len(names)} unapplied: run manage.py migrate",
             len(names),
             names[:20],
         )
     applied = len(loader.applied_migrations)
-    return Check("migrations", Verdict.OK, f"all {applied} applied", 0)
+    return Check("migrations", CheckVerdict.OK, f"all {applied} applied", 0)
 
 
 def check_workers() -> Check:
-    workers = selectors.live_workers()
+    workers = live_workers()
     if not workers:
         return Check(
             "workers",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             "no worker alive (no heartbeat in the last "
             f"{settings.WORKER_STALLED_AFTER_SECONDS:.0f}s): start one with "
             "manage.py procrastinate worker",
@@ -105,13 +111,15 @@ def check_workers() -> Check:
         f" heartbeat {w.heartbeat_age_s:.0f}s ago"
         for w in workers
     ]
-    return Check("workers", Verdict.OK, f"{len(workers)} alive", len(workers), details)
+    return Check(
+        "workers", CheckVerdict.OK, f"{len(workers)} alive", len(workers), details
+    )
 
 
 def check_queues_served() -> Check:
-    workers = selectors.live_workers()
+    workers = live_workers()
     unserved = []
-    for stats in selectors.queue_stats():
+    for stats in queue_stats():
         waiting_too_long = (stats.oldest_ready_age_s or 0) > QUEUE_WAIT_LIMIT_S
         nobody = not any(worker.serves(stats.queue) for worker in workers)
         if stats.todo and (nobody or waiting_too_long):
@@ -123,16 +131,18 @@ def check_queues_served() -> Check:
     if unserved:
         return Check(
             "queues served",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{len(unserved)} queue(s) with work and nobody serving",
             len(unserved),
             unserved,
         )
-    return Check("queues served", Verdict.OK, "every queue with work has a worker", 0)
+    return Check(
+        "queues served", CheckVerdict.OK, "every queue with work has a worker", 0
+    )
 
 
 def check_queue_depth() -> Check:
-    stats = selectors.queue_stats()
+    stats = queue_stats()
     depth = sum(s.todo for s in stats)
     oldest = max((s.oldest_ready_age_s or 0.0 for s in stats), default=0.0)
     details = [
@@ -140,7 +150,7 @@ def check_queue_depth() -> Check:
         f"failed={s.failed} oldest_ready={s.oldest_ready_age_s or 0:.1f}s"
         for s in stats
     ]
-    verdict = Verdict.WARN if oldest > QUEUE_WAIT_LIMIT_S else Verdict.OK
+    verdict = CheckVerdict.WARN if oldest > QUEUE_WAIT_LIMIT_S else CheckVerdict.OK
     return Check(
         "queue depth",
         verdict,
@@ -151,61 +161,61 @@ def check_queue_depth() -> Check:
 
 
 def check_stalled_jobs() -> Check:
-    count = selectors.stalled_jobs_count(stalled_after_s=STALLED_LIMIT_S)
+    count = stalled_jobs_count(stalled_after_s=STALLED_LIMIT_S)
     if count:
         return Check(
             "stalled jobs",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{count} job(s) in doing with a dead worker for over "
             f"{STALLED_LIMIT_S:.0f}s: is the rescue task running?",
             count,
         )
-    return Check("stalled jobs", Verdict.OK, "none", 0)
+    return Check("stalled jobs", CheckVerdict.OK, "none", 0)
 
 
 def check_failed_jobs() -> Check:
     since = timezone.now() - dt.timedelta(hours=24)
-    groups = [g for g in selectors.failed_job_groups(limit=100) if g.last_seen >= since]
+    groups = [g for g in failed_job_groups(limit=100) if g.last_seen >= since]
     count = sum(group.count for group in groups)
     if count:
         return Check(
             "failed jobs (24h)",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{count} failed: retry them from the admin once the cause is fixed",
             count,
             [f"{g.count}x {g.task_name}: {g.error}" for g in groups],
         )
-    return Check("failed jobs (24h)", Verdict.OK, "none", 0)
+    return Check("failed jobs (24h)", CheckVerdict.OK, "none", 0)
 
 
 def check_stuck_purchases() -> Check:
-    stuck = selectors.purchases_stuck(older_than=ALLOCATION_SLA)
+    stuck = purchases_stuck(older_than=ALLOCATION_SLA)
     count = stuck.count()
     oldest = stuck.first()
     if count and oldest is not None:
         return Check(
             "stuck purchases",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{count} waiting for allocation longer than "
             f"{ALLOCATION_SLA.total_seconds() / 60:.0f} min",
             count,
             [f"oldest: {oldest.pk} since {oldest.created_at:%Y-%m-%d %H:%M}"],
         )
-    return Check("stuck purchases", Verdict.OK, "none past the SLA", 0)
+    return Check("stuck purchases", CheckVerdict.OK, "none past the SLA", 0)
 
 
 def check_payments_needing_attention() -> Check:
-    payments = selectors.payments_needing_attention()
+    payments = payments_needing_attention()
     count = payments.count()
     if count:
         return Check(
             "payments needing attention",
-            Verdict.FAIL,
+            CheckVerdict.FAIL,
             f"{count} paid but not fulfilled: correct and reprocess in the admin",
             count,
             [f"{p.payment_intent}: {p.attention_reason}" for p in payments[:10]],
         )
-    return Check("payments needing attention", Verdict.OK, "none", 0)
+    return Check("payments needing attention", CheckVerdict.OK, "none", 0)
 
 
 DOCTOR_CHECKS: tuple[Callable[[], Check], ...] = (
@@ -235,11 +245,11 @@ def run_checks(checks: tuple[Callable[[], Check], ...]) -> list[Check]:
         except DatabaseError as error:
             result = Check(
                 check.__name__.removeprefix("check_").replace("_", " "),
-                Verdict.FAIL,
+                CheckVerdict.FAIL,
                 f"could not check: {error}"[:300],
             )
         results.append(result)
-        if result.name == "database" and result.verdict is Verdict.FAIL:
+        if result.name == "database" and result.verdict is CheckVerdict.FAIL:
             break
     return results
 

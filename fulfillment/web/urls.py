@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from fulfillment import api, webhooks
+from fulfillment.web import api, webhooks
 
 app_name = "fulfillment"
 

@@ -4,7 +4,8 @@ Records the worker's presence (its queues, host and pid, which procrastinate doe
 not keep) at most every ``PRESENCE_EVERY_S`` per process, and the error of every
 failed attempt (procrastinate keeps no error text).
 
-Imported by settings, so nothing here may import models at module level.
+Installed by ``fulfillment.queue.worker.on_app_ready``, once the models are
+loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from fulfillment.models import JobFailure, WorkerPresence
 
 if TYPE_CHECKING:
     from procrastinate import job_context, worker
@@ -47,8 +51,6 @@ def record_job_failure(
 
 
 def _record(context: job_context.JobContext, error: Exception) -> None:
-    from fulfillment.models import JobFailure
-
     job = context.job
     purchase_id = job.task_kwargs.get("purchase_id")
     try:
@@ -80,10 +82,6 @@ def _record_presence(context: job_context.JobContext) -> None:
         if now - _presence_seen.get(worker_id, -PRESENCE_EVERY_S) < PRESENCE_EVERY_S:
             return
         _presence_seen[worker_id] = now
-    from django.utils import timezone
-
-    from fulfillment.models import WorkerPresence
-
     try:
         WorkerPresence.objects.update_or_create(
             worker_id=worker_id,

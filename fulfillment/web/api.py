@@ -13,10 +13,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from fulfillment import selectors
-from fulfillment.health import health_checks
-from fulfillment.metrics import render as render_metrics
+from fulfillment.ops.health import health_checks
+from fulfillment.ops.metrics import render as render_metrics
+from fulfillment.selectors.purchases import purchase_detail as read_purchase
+from fulfillment.selectors.trace import payment_trace as read_trace
 from fulfillment.services import cache
+from fulfillment.web import serializers
 
 View = Callable[..., JsonResponse]
 
@@ -58,10 +60,10 @@ def _not_found(what: str) -> JsonResponse:
 @require_GET
 @token_required
 def purchase_detail(request: HttpRequest, purchase_id: uuid.UUID) -> JsonResponse:
-    detail = selectors.purchase_detail(purchase_id=purchase_id)
+    detail = read_purchase(purchase_id=purchase_id)
     if detail is None:
         return _not_found(f"purchase {purchase_id}")
-    return JsonResponse(detail)
+    return JsonResponse(serializers.purchase_json(detail))
 
 
 @require_GET
@@ -70,7 +72,7 @@ def student_learnings(request: HttpRequest, student_id: uuid.UUID) -> JsonRespon
     learnings = cache.learnings_get(student_id=student_id)
     if learnings is None:
         return _not_found(f"student {student_id}")
-    return JsonResponse(learnings)
+    return JsonResponse(serializers.learnings_json(learnings))
 
 
 @require_GET
@@ -78,12 +80,10 @@ def student_learnings(request: HttpRequest, student_id: uuid.UUID) -> JsonRespon
 def payment_trace(request: HttpRequest, reference: str) -> JsonResponse:
     # PostgreSQL text cannot hold NUL, so no payment is named with one; asking
     # would only make the query fail.
-    trace = (
-        None if "\x00" in reference else selectors.payment_trace(reference=reference)
-    )
+    trace = None if "\x00" in reference else read_trace(reference=reference)
     if trace is None:
         return _not_found(f"payment or purchase {reference[:100]!r}")
-    return JsonResponse(trace)
+    return JsonResponse(serializers.trace_json(trace))
 
 
 @require_GET

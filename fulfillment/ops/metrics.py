@@ -18,8 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from fulfillment import selectors
 from fulfillment.models import WebhookOutcomeCount
+from fulfillment.selectors.jobs import queue_stats
+from fulfillment.selectors.workers import live_workers
 
 # Seconds from a job's defer to its end, per task; and payment to allocation.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -37,7 +38,7 @@ class FulfilmentCollector(Collector):
         workers = GaugeMetricFamily(
             "fulfilment_workers_alive", "Workers with a fresh heartbeat."
         )
-        workers.add_metric([], len(selectors.live_workers()))
+        workers.add_metric([], len(live_workers()))
         yield workers
         yield self._purchases()
         yield self._heals()
@@ -120,7 +121,7 @@ class FulfilmentCollector(Collector):
             "Age of the oldest item waiting at each stage (0 when none).",
             labels=["stage"],
         )
-        for stats in selectors.queue_stats():
+        for stats in queue_stats():
             family.add_metric([f"queue:{stats.queue}"], stats.oldest_ready_age_s or 0)
         for status, (age,) in (
             (

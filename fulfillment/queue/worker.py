@@ -17,8 +17,10 @@ and the commits that brought them):
   every second by each worker): a burst must not meet statistics of an empty
   queue.
 
-Tasks themselves are untouched: they run on Django's own connections, and defer
-through ``fulfillment.queueing`` on them.
+It also installs the task middleware (``fulfillment.queue.middleware``) here,
+where the models are loaded, rather than in settings. Tasks themselves are
+untouched: they run on Django's own connections, and defer through
+``fulfillment.queue.defer`` on them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from procrastinate.contrib.django import utils as django_utils
 from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.psycopg_connector import PsycopgConnector
 
+from fulfillment.queue import middleware
+
 if TYPE_CHECKING:
     from procrastinate import App
 
@@ -58,6 +62,10 @@ def on_app_ready(app: App) -> None:
     tuned = TunedDjangoConnector(alias=procrastinate_settings.settings.DATABASE_ALIAS)
     app.connector = tuned
     app.job_manager.connector = tuned
+    app.worker_defaults = {
+        **app.worker_defaults,
+        "task_middleware": [middleware.record_job_failure],
+    }
     # App has no option for the worker class; this is its one factory.
     app._worker = functools.partial(_worker, app)  # type: ignore[method-assign]
 

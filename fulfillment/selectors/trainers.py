@@ -1,0 +1,210 @@
+"""Which trainers fit a purchase, and why not (CONTRACT §6): the verdicts that
+automatic allocation ranks and the console's Assign page shows.
+
+The pure rules live in ``fulfillment.domain.fit``; this module gathers each
+trainer's facts in a few queries and, for automatic allocation, first drops in
+SQL the trainers who cannot fit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+import zoneinfo
+from collections import defaultdict
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+)
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import (
+    ASin,
+    Cos,
+    Greatest,
+    Least,
+    Power,
+    Radians,
+    Sin,
+    Sqrt,
+)
+from psycopg.types.multirange import Multirange
+from psycopg.types.range import Range
+
+from fulfillment.domain import fit, geo
+from fulfillment.domain.schedule import DeliveryMode, Slot, build_schedule
+from fulfillment.models import (
+    Course,
+    Purchase,
+    Reservation,
+    Trainer,
+    TrainerAllocation,
+)
+
+
+def purchase_schedule(*, purchase: Purchase, now: dt.datetime) -> list[Slot]:
+    """The purchase's sessions, starting no earlier than ``now``."""
+    return build_schedule(
+        start_date=purchase.start_date,
+        time_slot=purchase.time_slot,
+        delivery_mode=DeliveryMode(purchase.delivery_mode),
+        total_sessions=purchase.total_sessions,
+        tz=zoneinfo.ZoneInfo(settings.TIME_ZONE),
+        not_before=now,
+    )
+
+
+def trainer_verdicts(
+    *,
+    purchase: Purchase,
+    slots: list[Slot],
+    all_trainers: bool = False,
+    fitting_only: bool = False,
+) -> list[fit.Verdict]:
+    """The verdict of every trainer who teaches the course (of every trainer at all
+    with ``all_trainers``), from two queries whatever the number of trainers.
+
+    With ``fitting_only`` the database first drops every trainer who breaks a
+    rule (automatic allocation's fast path: a handful of rows instead of the
+    whole roster). Its filters only ever keep too many, never too few, and the
+    pure rules still judge every trainer kept, so the verdicts and their ranking
+    are exactly those of the full list.
+    """
+    course: Course = purchase.course
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    schedule = _schedule_ranges(slots)
+    trainers = Trainer.objects.annotate(
+        teaches_course=Exists(
+            Trainer.courses.through.objects.filter(
+                trainer_id=OuterRef("pk"), course_id=course.pk
+            )
+        ),
+        active_allocations=Count(
+            "allocations", filter=Q(allocations__status=TrainerAllocation.Status.ACTIVE)
+        ),
+    )
+    if not all_trainers or fitting_only:
+        trainers = trainers.filter(teaches_course=True)
+    if fitting_only:
+        trainers = _may_fit(
+            trainers.filter(
+                is_active=True, active_allocations__lt=F("max_active_students")
+            ),
+            purchase=purchase,
+            slots=slots,
+            tz=tz,
+        )
+    trainer_list = list(trainers)
+    reserved: dict[uuid.UUID, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    if schedule is not None and trainer_list and not fitting_only:
+        # Only reservations that overlap a session itself, not everything in
+        # the schedule's span: a few rows where the span holds hundreds.
+        overlapping = Reservation.objects.filter(
+            _Overlaps(F("during"), Value(schedule)),
+            trainer__in=[t.pk for t in trainer_list],
+        ).values_list("trainer_id", "during")
+        for trainer_id, during in overlapping:
+            reserved[trainer_id].append((during.lower, during.upper))
+    purchase_facts = fit.PurchaseFacts(
+        home_visit=course.mode == Course.Mode.HOME,
+        latitude=purchase.latitude,
+        longitude=purchase.longitude,
+        slots=tuple(slots),
+        tz=tz,
+    )
+    return [
+        fit.evaluate(
+            fit.TrainerFacts(
+                id=str(t.pk),
+                name=t.name,
+                is_active=t.is_active,
+                teaches_course=t.teaches_course,
+                latitude=t.latitude,
+                longitude=t.longitude,
+                max_travel_km=t.max_travel_km,
+                max_active_students=t.max_active_students,
+                weekdays=frozenset(t.weekdays),
+                work_start=t.work_start,
+                work_end=t.work_end,
+                active_allocations=t.active_allocations,
+                reserved=tuple(reserved.get(t.pk, ())),
+            ),
+            purchase_facts,
+        )
+        for t in trainer_list
+    ]
+
+
+class _Overlaps(Func):
+    """``range && multirange``: served by the reservations' GiST index."""
+
+    arg_joiner = " && "
+    template = "%(expressions)s"
+    output_field = BooleanField()
+
+
+def _schedule_ranges(slots: list[Slot]) -> Multirange[dt.datetime] | None:
+    if not slots:
+        return None
+    return Multirange(Range(slot.starts_at, slot.ends_at, "[)") for slot in slots)
+
+
+_Trainers = TypeVar("_Trainers", bound="QuerySet[Trainer, Any]")
+
+# Headroom for float rounding between PostgreSQL's and Python's trigonometry, so
+# the SQL distance filter never drops a trainer the pure rule would keep.
+_DISTANCE_SLACK_KM = 0.01
+
+
+def _may_fit(
+    trainers: _Trainers,
+    *,
+    purchase: Purchase,
+    slots: list[Slot],
+    tz: zoneinfo.ZoneInfo,
+) -> _Trainers:
+    """Keep the trainers who may fit by place and time, by the rules of
+    ``fit.evaluate`` in SQL."""
+    if purchase.course.mode == Course.Mode.HOME:
+        if purchase.latitude is None or purchase.longitude is None:
+            return trainers.none()
+        trainers = trainers.alias(
+            distance_km=_great_circle_km(purchase.latitude, purchase.longitude)
+        ).filter(distance_km__lte=F("max_travel_km") + _DISTANCE_SLACK_KM)
+    schedule = _schedule_ranges(slots)
+    if schedule is None:
+        return trainers
+    starts = [slot.starts_at.astimezone(tz) for slot in slots]
+    ends = [slot.ends_at.astimezone(tz) for slot in slots]
+    # A session crossing midnight fits nobody (the pure rule says so); the
+    # bounds below then merely keep too many.
+    return trainers.filter(
+        ~Exists(
+            Reservation.objects.filter(
+                _Overlaps(F("during"), Value(schedule)), trainer=OuterRef("pk")
+            )
+        ),
+        weekdays__contains=sorted({start.weekday() for start in starts}),
+        work_start__lte=min(start.time() for start in starts),
+        work_end__gte=max(end.time() for end in ends),
+    )
+
+
+def _great_circle_km(latitude: float, longitude: float) -> CombinedExpression:
+    """``geo.great_circle_km`` from each trainer to the point, in SQL."""
+    d_phi = Radians(F("latitude") - latitude) / 2
+    d_lambda = Radians(F("longitude") - longitude) / 2
+    a = Power(Sin(d_phi), 2) + math.cos(math.radians(latitude)) * Cos(
+        Radians(F("latitude"))
+    ) * Power(Sin(d_lambda), 2)
+    return 2 * geo.EARTH_RADIUS_KM * ASin(Sqrt(Least(Greatest(a, 0.0), 1.0)))
