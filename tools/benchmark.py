@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """``make bench``: the pipeline's speed, and procrastinate's ceiling, in one run.
 
-On a PostgreSQL of its own (scripts/stack.py), with gunicorn and a catalogue of
+On a PostgreSQL of its own (tools/stack.py), with gunicorn and a catalogue of
 hundreds of trainers, it measures:
 
 1. webhook: answer time p50/p99 and deliveries/s at a fixed offered rate
@@ -19,10 +18,10 @@ It prints the figures with ratios, writes them as JSON under bench/results/, and
 ends with one line:
 ``bench: fulfilled_per_s=… ceiling_chain_per_s=… ratio=… p50_ms=… p99_ms=…``
 
-    python scripts/benchmark.py                   # defaults
-    python scripts/benchmark.py --burst 500 --latency-payments 30   # quicker
-    python scripts/benchmark.py --postgres system # this machine's PostgreSQL programs
-    python scripts/benchmark.py --database-url URL  # a database on an existing server
+    python -m tools.benchmark                   # defaults
+    python -m tools.benchmark --burst 500 --latency-payments 30   # quicker
+    python -m tools.benchmark --postgres system # this machine's PostgreSQL programs
+    python -m tools.benchmark --database-url URL  # a database on an existing server
 """
 
 from __future__ import annotations
@@ -41,11 +40,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stack
-from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
-
 from fulfillment.testing import stripe_events
+from tools import stack
+from tools.stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
 
 RESULTS = stack.ROOT / "bench" / "results"
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
@@ -330,7 +327,9 @@ class Bench:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.benchmark", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--burst", type=int, default=1000, help="payments per burst")
     parser.add_argument("--processes", default="1,2,4", help="worker processes")
     parser.add_argument("--ceiling-processes", default="1,2")
