@@ -70,7 +70,7 @@ INSTALLED_APPS = [
 ]
 # tools/benchmark.py measures procrastinate's own ceiling with a no-op chain task.
 if env_bool("FULFILMENT_BENCH", False):
-    INSTALLED_APPS.append("bench")
+    INSTALLED_APPS.append("tools.bench")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

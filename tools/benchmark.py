@@ -14,8 +14,8 @@ hundreds of trainers, it measures:
    as the pipeline (record, allocate, schedule, refresh), the same worker
    settings and 1 and 2 worker processes.
 
-It prints the figures with ratios, writes them as JSON under bench/results/, and
-ends with one line:
+It prints the figures with ratios, writes them as JSON under tools/bench/results/,
+and ends with one line:
 ``bench: fulfilled_per_s=… ceiling_chain_per_s=… ratio=… p50_ms=… p99_ms=…``
 
     python -m tools.benchmark                   # defaults
@@ -44,7 +44,7 @@ from fulfillment.testing import stripe_events
 from tools import stack
 from tools.stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
 
-RESULTS = stack.ROOT / "bench" / "results"
+RESULTS = stack.ROOT / "tools" / "bench" / "results"
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
 APP_TABLES = [
     "fulfillment_tutoringsession",
@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=stack.ROOT,
         help="the checkout whose code to measure (e.g. a worktree of an older "
-        "commit, with this one's bench/ app copied in)",
+        "commit, with this one's tools/ package copied in)",
     )
     parser.add_argument("--seed", type=int, default=7)
     return parser
