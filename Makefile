@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 # Runs a command with DATABASE_URL set: the given one, or the embedded server
 # (started if needed, and stopped afterwards if it was started for this command).
-WITH_DB := $(PY) scripts/devdb.py exec --
+WITH_DB := $(PY) -m tools.devdb exec --
 
 .PHONY: help run test lint typecheck suite browser-deps format worker manage chaos bench clean
 
@@ -33,7 +33,7 @@ $(DEV): requirements.txt requirements-dev.txt | $(VENV)/bin/python
 	@touch $@ $(RUNTIME)
 
 run: $(RUNTIME)  ## Start the service: web on http://127.0.0.1:8000 plus one worker
-	$(PY) scripts/run.py
+	$(PY) -m tools.run
 
 test: lint typecheck suite  ## Lint, type checks and the whole test suite
 
@@ -79,14 +79,14 @@ manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
 
 # Not part of `make test` (the suite runs a short version). It starts a PostgreSQL
 # of its own under .data/chaos (the embedded one; CHAOS_ARGS="--postgres system"
-# for this machine's programs), never the DATABASE_URL one; see scripts/chaos.py.
+# for this machine's programs), never the DATABASE_URL one; see tools/chaos.py.
 chaos: $(RUNTIME)  ## Chaos run: 2000 payments, dups, refunds, SIGKILLs, a PG restart
-	$(PY) scripts/chaos.py $(CHAOS_ARGS)
+	$(PY) -m tools.chaos $(CHAOS_ARGS)
 
 # Not part of `make test`: about 5 minutes; its own PostgreSQL under .data/bench
 # (BENCH_ARGS="--postgres system" for this machine's). See docs/performance.md.
 bench: $(RUNTIME)  ## Benchmark: webhook, latency, bursts with 1/2/4 workers, ceiling
-	$(PY) scripts/benchmark.py $(BENCH_ARGS)
+	$(PY) -m tools.benchmark $(BENCH_ARGS)
 
 clean:  ## Remove .venv and caches (keeps .data/, the embedded database)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -67,9 +67,9 @@ INSTALLED_APPS = [
     "fulfillment",
     "admin_ui",
 ]
-# scripts/benchmark.py measures procrastinate's own ceiling with a no-op chain task.
+# tools/benchmark.py measures procrastinate's own ceiling with a no-op chain task.
 if env_bool("FULFILMENT_BENCH", False):
-    INSTALLED_APPS.append("bench")
+    INSTALLED_APPS.append("tools.bench")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -105,7 +105,7 @@ TEMPLATES: list[dict[str, Any]] = [
     }
 ]
 
-# The embedded server of scripts/devdb.py, when no DATABASE_URL is given.
+# The embedded server of tools/devdb.py, when no DATABASE_URL is given.
 EMBEDDED_DATABASE_URL = (
     f"postgres://postgres@/fulfillment?host={BASE_DIR / '.data' / 'run'}"
 )

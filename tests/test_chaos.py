@@ -1,6 +1,6 @@
 """The short chaos run of ``make chaos``: a few hundred payments with duplicates,
 refunds and bad deliveries through gunicorn, three real workers, one SIGKILLed
-mid-run; then the invariants, checked in SQL by scripts/chaos.py itself."""
+mid-run; then the invariants, checked in SQL by tools/chaos.py itself."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "scripts/chaos.py",
+            "-m",
+            "tools.chaos",
             "--payments=300",
             "--rate=30",
             "--kills=1",

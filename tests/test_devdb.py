@@ -1,4 +1,4 @@
-"""scripts/devdb.py: the embedded PostgreSQL server used when DATABASE_URL is unset.
+"""tools/devdb.py: the embedded PostgreSQL server used when DATABASE_URL is unset.
 
 These tests start real servers in a private data dir; they need no Django database.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-# scripts/ is a directory of standalone scripts, not a package: import the module
-# as they do, by name (mypy, run on the project, maps it to `devdb` the same way).
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "devdb.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import devdb  # noqa: E402
+from tools import devdb
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as the Makefile runs it, from the repository root.
+DEVDB = [sys.executable, "-m", "tools.devdb"]
 
 DBNAME = "devdb_test"
 
@@ -41,7 +41,8 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        [*DEVDB, *args],
+        cwd=ROOT,
         env=env if env is not None else environ_without_database_url(),
         capture_output=True,
         text=True,
@@ -51,7 +52,7 @@ def run_cli(
 
 
 def environ_without_database_url() -> dict[str, str]:
-    # `make test` may itself run under `devdb.py exec`, which sets DATABASE_URL.
+    # `make test` may itself run under `tools.devdb exec`, which sets DATABASE_URL.
     return {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
 
 
@@ -235,13 +236,14 @@ def test_signal_to_exec_reaches_the_command_and_stops_the_server(
     data_dir: Path, signum: signal.Signals
 ) -> None:
     devdb.stop(data_dir)
-    # Its own session: no controlling terminal, so devdb.py must relay the signal.
+    # Its own session: no controlling terminal, so devdb must relay the signal.
     script = subprocess.Popen(
         [
-            sys.executable, str(SCRIPT), "exec", "--data-dir", str(data_dir),
+            *DEVDB, "exec", "--data-dir", str(data_dir),
             "--", sys.executable, "-c",
             "import os, time; print(os.getpid(), flush=True); time.sleep(30)",
         ],
+        cwd=ROOT,
         env=environ_without_database_url(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

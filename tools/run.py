@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """``make run``: the whole service on one machine, in one terminal.
 
-1. a database: DATABASE_URL if set, else the embedded server (scripts/devdb.py);
+1. a database: DATABASE_URL if set, else the embedded server (tools/devdb.py);
 2. migrations, the demo catalogue and an ``admin`` superuser (all idempotent);
 3. the web app on http://127.0.0.1:8000 and one ``procrastinate worker``;
 4. a worker that exits (procrastinate stops one whose database connection
@@ -25,8 +24,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import devdb
+from tools import devdb
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST, PORT = "127.0.0.1", int(os.environ.get("PORT", "8000"))
@@ -70,7 +68,6 @@ def wait_ready(web: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]) ->
 
 
 def banner(database: str, *, stops_database: bool) -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kcproject.settings")
     from django.conf import settings
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``make chaos``: the pipeline under fire, then its invariants checked in SQL.
 
 Starts a PostgreSQL of its own, the web app under gunicorn and W workers, then
@@ -21,11 +20,11 @@ and PostgreSQL is restarted once halfway. When the queue has drained it checks:
 It prints a table, writes it as JSON next to the logs, and exits 1 if any
 invariant broke.
 
-    python scripts/chaos.py                         # defaults: 2000 payments, ...
-    python scripts/chaos.py --postgres system       # the machine's PostgreSQL binaries
-    python scripts/chaos.py --database-url URL      # a database on an existing server
+    python -m tools.chaos                         # defaults: 2000 payments, ...
+    python -m tools.chaos --postgres system       # the machine's PostgreSQL binaries
+    python -m tools.chaos --database-url URL      # a database on an existing server
                                                     # (no restart: it is not ours)
-    python scripts/chaos.py --payments 300 --kills 1 --no-restart   # the short one
+    python -m tools.chaos --payments 300 --kills 1 --no-restart   # the short one
 """
 
 from __future__ import annotations
@@ -47,11 +46,9 @@ from typing import Any
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stack
-from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack
-
 from fulfillment.testing import stripe_events
+from tools import stack
+from tools.stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack
 
 # How long after PostgreSQL is back a 503 may still be the restart's doing: a web
 # process notices its connection is gone on the next request and reconnects.
@@ -512,7 +509,9 @@ def _rescue_times(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.chaos", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--payments", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=20.0, help="payments per second")
     parser.add_argument("--workers", type=int, default=3, help="worker processes")

@@ -34,12 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import devdb
+from fulfillment.testing import stripe_events  # a pure module, no Django
+from tools import devdb
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from fulfillment.testing import stripe_events  # noqa: E402  (pure module, no Django)
 
 HOST = "127.0.0.1"
 WEBHOOK_PATH = "/webhooks/stripe/"
@@ -58,7 +56,7 @@ def free_port() -> int:
 class Database:
     """A database of the run's own.
 
-    ``data_dir`` given: a server of its own under that directory (scripts/devdb.py;
+    ``data_dir`` given: a server of its own under that directory (tools/devdb.py;
     the embedded PostgreSQL 18, or the machine's own binaries with
     ``postgres_bin``), which the run may restart. Otherwise ``server_url`` names an
     existing server: the run creates (and first drops) a database ``dbname`` on it

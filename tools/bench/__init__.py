@@ -1,3 +1,3 @@
 """The benchmark's own tasks: procrastinate's ceiling on this machine, measured
 with the service's worker settings. Installed only when FULFILMENT_BENCH=1
-(scripts/bench.py sets it); never part of the running service."""
+(tools/benchmark.py sets it); never part of the running service."""

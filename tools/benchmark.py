@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """``make bench``: the pipeline's speed, and procrastinate's ceiling, in one run.
 
-On a PostgreSQL of its own (scripts/stack.py), with gunicorn and a catalogue of
+On a PostgreSQL of its own (tools/stack.py), with gunicorn and a catalogue of
 hundreds of trainers, it measures:
 
 1. webhook: answer time p50/p99 and deliveries/s at a fixed offered rate
@@ -15,14 +14,14 @@ hundreds of trainers, it measures:
    as the pipeline (record, allocate, schedule, refresh), the same worker
    settings and 1 and 2 worker processes.
 
-It prints the figures with ratios, writes them as JSON under bench/results/, and
-ends with one line:
+It prints the figures with ratios, writes them as JSON under tools/bench/results/,
+and ends with one line:
 ``bench: fulfilled_per_s=… ceiling_chain_per_s=… ratio=… p50_ms=… p99_ms=…``
 
-    python scripts/benchmark.py                   # defaults
-    python scripts/benchmark.py --burst 500 --latency-payments 30   # quicker
-    python scripts/benchmark.py --postgres system # this machine's PostgreSQL programs
-    python scripts/benchmark.py --database-url URL  # a database on an existing server
+    python -m tools.benchmark                   # defaults
+    python -m tools.benchmark --burst 500 --latency-payments 30   # quicker
+    python -m tools.benchmark --postgres system # this machine's PostgreSQL programs
+    python -m tools.benchmark --database-url URL  # a database on an existing server
 """
 
 from __future__ import annotations
@@ -41,13 +40,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stack
-from stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
-
 from fulfillment.testing import stripe_events
+from tools import stack
+from tools.stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
 
-RESULTS = stack.ROOT / "bench" / "results"
+RESULTS = stack.ROOT / "tools" / "bench" / "results"
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
 APP_TABLES = [
     "fulfillment_tutoringsession",
@@ -330,7 +327,9 @@ class Bench:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.benchmark", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--burst", type=int, default=1000, help="payments per burst")
     parser.add_argument("--processes", default="1,2,4", help="worker processes")
     parser.add_argument("--ceiling-processes", default="1,2")
@@ -356,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=stack.ROOT,
         help="the checkout whose code to measure (e.g. a worktree of an older "
-        "commit, with this one's bench/ app copied in)",
+        "commit, with this one's tools/ package copied in)",
     )
     parser.add_argument("--seed", type=int, default=7)
     return parser

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from bench.tasks import chain_stage
 from fulfillment import queueing
+from tools.bench.tasks import chain_stage
 
 
 class Command(BaseCommand):
