@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from fulfillment import queueing
-from tools.bench.tasks import chain_stage
+from fulfillment import queue
+from tools.bench.tasks import CHAIN_STAGE
 
 
 class Command(BaseCommand):
@@ -17,4 +17,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, chains: int, stages: int, **options: Any) -> None:
         for chain in range(chains):
-            queueing.defer(chain_stage, chain=chain, stage=0, stages=stages)
+            queue.defer(CHAIN_STAGE, chain=chain, stage=0, stages=stages)
