@@ -1,6 +1,6 @@
 """The operations console's admin pages.
 
-Pages read through ``fulfillment.selectors`` and ``fulfillment.console_selectors``;
+Pages read through ``fulfillment.selectors`` and ``admin_ui.selectors``;
 every action calls a service of ``fulfillment.services.operations`` and needs its
 own permission (created with the Operations and Support groups by
 ``admin_ui/migrations/0001_operations_groups.py``). Rows the pipeline owns
@@ -29,7 +29,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from fulfillment import console_selectors, models, selectors
+from admin_ui import selectors as console_selectors
+from fulfillment import models, selectors
 from fulfillment.domain import fit
 from fulfillment.domain.schedule import DeliveryMode, Slot, fits_working_hours
 from fulfillment.services import operations

@@ -2,7 +2,8 @@
 could take it, what a trainer is booked for, and today's numbers.
 
 Everything else the console shows (queues, workers, failed jobs, payments that
-need attention, traces) comes from ``fulfillment.selectors``.
+need attention, traces) comes from ``fulfillment.selectors``, which other
+places read too.
 """
 
 from __future__ import annotations
