@@ -10,81 +10,34 @@ through actions.
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from typing import Any, TypeVar, cast
+from functools import partial
+from typing import Any, TypeVar
 
-from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.template.loader import render_to_string
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import SafeString
-from django.views.decorators.http import require_POST
 
+from admin_ui import display
 from admin_ui import selectors as console_selectors
+from admin_ui.views import (
+    assign_trainer,
+    failed_jobs,
+    payment_reprocess,
+    retry_allocation,
+)
+from admin_ui.views.base import operator_name
 from fulfillment import models, selectors
-from fulfillment.domain import fit
-from fulfillment.domain.schedule import DeliveryMode, Slot, fits_working_hours
 from fulfillment.services import operations
 
-WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-WEEKDAY_PLURALS = (
-    "Mondays",
-    "Tuesdays",
-    "Wednesdays",
-    "Thursdays",
-    "Fridays",
-    "Saturdays",
-    "Sundays",
-)
 _M = TypeVar("_M", bound=Model)
 
 
 admin.site.site_header = "Fulfilment operations"
 admin.site.site_title = "Fulfilment operations"
 admin.site.index_title = "Operations"
-
-
-def operator_name(request: HttpRequest) -> str:
-    return request.user.get_username()
-
-
-def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
-    """To ``next`` when it is a page of this site, else to ``default``."""
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        target = default
-    return HttpResponseRedirect(target or default)
-
-
-def trace_timeline(payment_intent: str) -> SafeString:
-    """The payment's whole path, oldest first, as the page's timeline."""
-    trace = selectors.payment_trace(reference=payment_intent)
-    entries = trace["entries"] if trace else []
-    for entry in entries:
-        entry["at"] = dt.datetime.fromisoformat(entry["at"]) if entry["at"] else None
-    return SafeString(
-        render_to_string("admin_ui/trace_timeline.html", {"entries": entries})
-    )
-
-
-def purchase_label(purchase: models.Purchase) -> str:
-    """What people call a purchase (its ``__str__`` is made of ids)."""
-    return f"{purchase.course.title} for {purchase.student.name}"
-
-
-def status_badge(status: str, label: str) -> SafeString:
-    return format_html('<span class="ops-badge ops-{}">{}</span>', status, label)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[_M]):
@@ -242,7 +195,7 @@ class TrainerAdmin(CatalogueAdmin[models.Trainer]):
 
     @admin.display(description="Works")
     def working_hours(self, trainer: models.Trainer) -> str:
-        days = ", ".join(WEEKDAY_NAMES[day] for day in sorted(trainer.weekdays))
+        days = ", ".join(display.WEEKDAY_NAMES[day] for day in sorted(trainer.weekdays))
         return f"{days} · {trainer.work_start:%H:%M}\N{EN DASH}{trainer.work_end:%H:%M}"
 
     @admin.display(description="Teaches")
@@ -344,46 +297,6 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         return queryset
 
 
-class MetadataForm(forms.Form):
-    """The PaymentIntent metadata (CONTRACT §3), as an operator corrects it.
-
-    Values stay strings: the pipeline's own parser judges them, so a corrected
-    payment is held to exactly the rules a webhook delivery is.
-    """
-
-    student_id = forms.CharField(label="Student id (UUID)")
-    student_name = forms.CharField()
-    student_email = forms.CharField(required=False)
-    course_id = forms.ChoiceField(label="Course")
-    total_sessions = forms.ChoiceField(
-        choices=[("10", "10"), ("20", "20"), ("30", "30")]
-    )
-    delivery_mode = forms.ChoiceField(
-        choices=[
-            (DeliveryMode.WEEKDAY_DAILY.value, "Monday to Friday"),
-            (DeliveryMode.SUNDAY_ONLY.value, "Sundays"),
-        ]
-    )
-    start_date = forms.CharField(
-        help_text="YYYY-MM-DD", widget=forms.TextInput(attrs={"type": "date"})
-    )
-    time_slot = forms.CharField(help_text="HH:MM (24-hour) or 3:00 PM")
-    latitude = forms.CharField(required=False, help_text="needed for home visits")
-    longitude = forms.CharField(required=False)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            if isinstance(field.widget, forms.TextInput):
-                field.widget.attrs.setdefault("class", "vTextField")
-        cast(forms.ChoiceField, self.fields["course_id"]).choices = [
-            ("", "— choose a course —")
-        ] + [
-            (str(course.pk), f"{course.title} ({course.get_mode_display()})")
-            for course in models.Course.objects.order_by("title")
-        ]
-
-
 @admin.register(models.Payment)
 class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
     list_display = [
@@ -415,7 +328,7 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
 
     @admin.display(description="Amount")
     def amount_display(self, payment: models.Payment) -> str:
-        return f"{payment.amount / 100:,.2f} {payment.currency.upper()}"
+        return display.payment_amount(payment)
 
     @admin.display(description="Needs attention")
     def attention(self, payment: models.Payment) -> str:
@@ -438,10 +351,10 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
 
     @admin.display(description="Trace")
     def trace(self, payment: models.Payment) -> str:
-        return trace_timeline(payment.payment_intent)
+        return display.trace_timeline(payment.payment_intent)
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("fulfillment.reprocess_payment")
+        return payment_reprocess.has_permission(request)
 
     @admin.action(description="Correct and reprocess…", permissions=["reprocess"])
     def reprocess_action(
@@ -461,7 +374,9 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
         return [
             path(
                 "<uuid:payment_id>/reprocess/",
-                self.admin_site.admin_view(self.reprocess_view),
+                self.admin_site.admin_view(
+                    partial(payment_reprocess.payment_reprocess_view, model_admin=self)
+                ),
                 name="fulfillment_payment_reprocess",
             ),
             *super().get_urls(),
@@ -482,55 +397,6 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
             and selectors.payments_needing_attention().filter(pk=payment.pk).exists(),
         }
         return super().change_view(request, object_id, form_url, extra_context)
-
-    def reprocess_view(
-        self, request: HttpRequest, payment_id: uuid.UUID
-    ) -> HttpResponse:
-        if not self.has_reprocess_permission(request):
-            raise PermissionDenied
-        payment = get_object_or_404(models.Payment, pk=payment_id)
-        stored = payment.metadata if isinstance(payment.metadata, dict) else {}
-        initial = {
-            key: value for key, value in stored.items() if isinstance(value, str)
-        }
-        form = MetadataForm(request.POST or None, initial=initial)
-        unresolved = (
-            selectors.payments_needing_attention().filter(pk=payment.pk).exists()
-        )
-        if request.method == "POST" and unresolved and form.is_valid():
-            try:
-                purchase = operations.payment_reprocess(
-                    payment_id=payment.pk,
-                    metadata=form.cleaned_data,
-                    operator=operator_name(request),
-                )
-            except operations.OperationRefused as error:
-                form.add_error(
-                    error.field if error.field in form.fields else None, str(error)
-                )
-            else:
-                self.message_user(
-                    request,
-                    "The payment is now a purchase; allocating its trainer has begun.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:fulfillment_purchase_change", args=[purchase.pk])
-                )
-        # MetadataError reads "<field>: <problem>".
-        failing_field = payment.attention_reason.split(":", 1)[0]
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Correct and reprocess {payment.payment_intent}",
-            "payment": payment,
-            "form": form,
-            "unresolved": unresolved,
-            "failing_field": failing_field,
-            "failing_value": stored.get(failing_field, ""),
-            "amount": self.amount_display(payment),
-        }
-        return TemplateResponse(request, "admin_ui/payment_reprocess.html", context)
 
 
 @admin.register(models.WebhookDelivery)
@@ -617,7 +483,7 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, purchase: models.Purchase) -> str:
-        return status_badge(
+        return display.status_badge(
             purchase.status, models.Purchase.Status(purchase.status).label
         )
 
@@ -644,17 +510,11 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
 
     @admin.display(description="Schedule")
     def schedule(self, purchase: models.Purchase) -> str:
-        return (
-            f"{purchase.total_sessions} sessions, "
-            f"{purchase.get_delivery_mode_display()} at "
-            f"{purchase.time_slot:%H:%M}, from {purchase.start_date:%a %d %b %Y}"
-        )
+        return display.purchase_schedule(purchase)
 
     @admin.display(description="Student's home")
     def location(self, purchase: models.Purchase) -> str:
-        if purchase.latitude is None or purchase.longitude is None:
-            return "not given"
-        return f"{purchase.latitude:.4f}, {purchase.longitude:.4f}"
+        return display.purchase_location(purchase)
 
     @admin.display(description="Assigned")
     def allocation_note(self, purchase: models.Purchase) -> str:
@@ -680,15 +540,15 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
 
     @admin.display(description="Trace (oldest first)")
     def trace(self, purchase: models.Purchase) -> str:
-        return trace_timeline(purchase.payment.payment_intent)
+        return display.trace_timeline(purchase.payment.payment_intent)
 
     # Actions.
 
     def has_retry_allocation_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("fulfillment.retry_allocation")
+        return retry_allocation.has_permission(request)
 
     def has_assign_trainer_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("fulfillment.assign_trainer")
+        return assign_trainer.has_permission(request)
 
     @admin.action(description="Retry allocation now", permissions=["retry_allocation"])
     def retry_allocation_action(
@@ -731,12 +591,16 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
         return [
             path(
                 "<uuid:purchase_id>/assign-trainer/",
-                self.admin_site.admin_view(self.assign_view),
+                self.admin_site.admin_view(
+                    partial(assign_trainer.assign_trainer_view, model_admin=self)
+                ),
                 name="fulfillment_purchase_assign",
             ),
             path(
                 "<uuid:purchase_id>/retry-allocation/",
-                self.admin_site.admin_view(require_POST(self.retry_view)),
+                self.admin_site.admin_view(
+                    partial(retry_allocation.retry_allocation_view, model_admin=self)
+                ),
                 name="fulfillment_purchase_retry",
             ),
             *super().get_urls(),
@@ -760,152 +624,8 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
             "can_retry": waiting and self.has_retry_allocation_permission(request),
         }
         if purchase is not None:
-            extra_context["subtitle"] = purchase_label(purchase)
+            extra_context["subtitle"] = display.purchase_label(purchase)
         return super().change_view(request, object_id, form_url, extra_context)
-
-    def retry_view(self, request: HttpRequest, purchase_id: uuid.UUID) -> HttpResponse:
-        if not self.has_retry_allocation_permission(request):
-            raise PermissionDenied
-        change_url = reverse("admin:fulfillment_purchase_change", args=[purchase_id])
-        try:
-            purchase = operations.purchase_retry_allocation(
-                purchase_id=purchase_id, operator=operator_name(request)
-            )
-        except operations.OperationRefused as error:
-            self.message_user(request, str(error), messages.WARNING)
-        else:
-            level = (
-                messages.SUCCESS
-                if purchase.status == models.Purchase.Status.ALLOCATED
-                else messages.WARNING
-            )
-            self.message_user(
-                request,
-                f"Allocation retried: {purchase.status_reason}",
-                level,
-            )
-        return redirect_back(request, change_url)
-
-    def assign_view(self, request: HttpRequest, purchase_id: uuid.UUID) -> HttpResponse:
-        if not self.has_assign_trainer_permission(request):
-            raise PermissionDenied
-        purchase = get_object_or_404(
-            models.Purchase.objects.select_related("student", "course", "payment"),
-            pk=purchase_id,
-        )
-        change_url = reverse("admin:fulfillment_purchase_change", args=[purchase.pk])
-        chosen, reason, error_field = "", "", None
-        if request.method == "POST":
-            chosen = request.POST.get("trainer", "")
-            reason = request.POST.get("reason", "")
-            try:
-                trainer_id = uuid.UUID(chosen)
-            except ValueError:
-                self.message_user(request, "Choose a trainer.", messages.ERROR)
-            else:
-                try:
-                    purchase = operations.purchase_assign_trainer(
-                        purchase_id=purchase.pk,
-                        trainer_id=trainer_id,
-                        operator=operator_name(request),
-                        reason=reason,
-                    )
-                except operations.OperationRefused as error:
-                    self.message_user(request, str(error), messages.ERROR)
-                    error_field = error.field
-                else:
-                    self.message_user(
-                        request,
-                        f"{purchase.status_reason} Sessions are being created.",
-                        messages.SUCCESS,
-                    )
-                    return HttpResponseRedirect(change_url)
-        waiting = purchase.status in console_selectors.WAITING_STATUSES
-        slots, candidates = (
-            console_selectors.assign_candidates(purchase=purchase)
-            if waiting
-            else ([], [])
-        )
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Assign a trainer to {purchase.student.name}",
-            "purchase": purchase,
-            "waiting": waiting,
-            "why": console_selectors.waiting_reason(purchase=purchase),
-            "schedule": self.schedule(purchase),
-            "location": self.location(purchase),
-            "first_session": slots[0] if slots else None,
-            "last_session": slots[-1] if slots else None,
-            "rows": [candidate_row(c, slots) for c in candidates if c.teaches_course],
-            "others": [
-                candidate_row(c, slots) for c in candidates if not c.teaches_course
-            ],
-            "assignable": any(c.assignable for c in candidates),
-            "chosen": chosen,
-            "reason": reason,
-            "error_field": error_field,
-            "change_url": change_url,
-        }
-        return TemplateResponse(request, "admin_ui/assign_trainer.html", context)
-
-
-def candidate_row(
-    candidate: console_selectors.Candidate, slots: list[Slot]
-) -> dict[str, Any]:
-    """One trainer on the Assign trainer page: the verdict, and the facts behind
-    each rule the trainer breaks, for people."""
-    trainer, verdict = candidate.trainer, candidate.verdict
-    works = (
-        ", ".join(WEEKDAY_NAMES[day] for day in sorted(trainer.weekdays))
-        + f" {trainer.work_start:%H:%M}\N{EN DASH}{trainer.work_end:%H:%M}"
-    )
-    distance = (
-        f"{verdict.distance_km:.1f} km (up to {trainer.max_travel_km:g})"
-        if verdict.distance_km is not None
-        else "-"
-    )
-    load = f"{verdict.trainer.active_allocations} of {trainer.max_active_students}"
-    facts = {
-        fit.Rule.INACTIVE: "marked inactive",
-        fit.Rule.NOT_TEACHING: "not in their courses",
-        fit.Rule.TOO_FAR: (
-            f"{verdict.distance_km:.1f} km away, travels up to "
-            f"{trainer.max_travel_km:g} km"
-            if verdict.distance_km is not None
-            else "the student's home is not known"
-        ),
-        fit.Rule.NOT_WORKING: _off_duty(trainer, slots),
-        fit.Rule.AT_CAPACITY: f"{load} students already",
-        fit.Rule.ALREADY_RESERVED: "booked with another student then",
-    }
-    return {
-        "candidate": candidate,
-        "details": [
-            {"label": rule.label, "hard": rule.hard, "facts": facts[rule]}
-            for rule in verdict.broken
-        ],
-        "distance": distance,
-        "load": load,
-        "works": works,
-    }
-
-
-def _off_duty(trainer: models.Trainer, slots: list[Slot]) -> str:
-    """The first session the trainer cannot give, and why."""
-    tz = timezone.get_default_timezone()
-    for slot in slots:
-        starts, ends = slot.starts_at.astimezone(tz), slot.ends_at.astimezone(tz)
-        if starts.weekday() not in trainer.weekdays:
-            return f"does not work on {WEEKDAY_PLURALS[starts.weekday()]}"
-        if not fits_working_hours(
-            slot, tz=tz, work_start=trainer.work_start, work_end=trainer.work_end
-        ):
-            return (
-                f"sessions {starts:%H:%M}\N{EN DASH}{ends:%H:%M}, works "
-                f"{trainer.work_start:%H:%M}\N{EN DASH}{trainer.work_end:%H:%M}"
-            )
-    return "outside their working time"
 
 
 @admin.register(models.TutoringSession)
@@ -921,7 +641,7 @@ class TutoringSessionAdmin(ReadOnlyAdmin[models.TutoringSession]):
         return format_html(
             '<a href="{}">{}</a>',
             reverse("admin:fulfillment_purchase_change", args=[session.purchase_id]),
-            purchase_label(session.purchase),
+            display.purchase_label(session.purchase),
         )
 
 
@@ -954,34 +674,14 @@ class JobFailureAdmin(ReadOnlyAdmin[models.JobFailure]):
             failure.job_id,
         )
 
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("fulfillment.retry_failed_jobs")
-
     def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "retry/",
-                self.admin_site.admin_view(require_POST(self.retry_view)),
+                self.admin_site.admin_view(
+                    partial(failed_jobs.failed_jobs_retry_view, model_admin=self)
+                ),
                 name="fulfillment_jobfailure_retry",
             ),
             *super().get_urls(),
         ]
-
-    def retry_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_retry_permission(request):
-            raise PermissionDenied
-        try:
-            job_ids = [int(value) for value in request.POST.getlist("job")]
-        except ValueError:
-            job_ids = []
-        retried = operations.failed_jobs_retry(
-            job_ids=job_ids, operator=operator_name(request)
-        )
-        skipped = len(job_ids) - retried
-        message = f"{retried} failed job(s) queued again."
-        if skipped:
-            message += f" {skipped} were no longer failed and were left alone."
-        self.message_user(
-            request, message, messages.SUCCESS if retried else messages.WARNING
-        )
-        return redirect_back(request, reverse("admin:index"))
