@@ -2,7 +2,7 @@
 
 It answers "why is this purchase not allocated?" and links straight to the fix.
 Modules read through ``fulfillment.selectors`` (and the console-only reads of
-``fulfillment.console_selectors``); the buttons post to admin views that call
+``admin_ui.selectors``); the buttons post to admin views that call
 ``fulfillment.services.operations``. Each module needs a view permission and each
 button its action permission. Every query here runs on each dashboard load, so
 each module costs one to three cheap queries.
@@ -18,7 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from fulfillment import console_selectors
+from admin_ui import selectors as console_selectors
+from fulfillment.models import WAITING_STATUSES
 from fulfillment.selectors.jobs import (
     failed_job_groups,
     queue_stats,
@@ -88,7 +89,7 @@ class PendingAllocationsModule(OpsModule):
         self.title_url = (
             reverse("admin:fulfillment_purchase_changelist")
             + "?"
-            + urlencode({"status__in": ",".join(console_selectors.WAITING_STATUSES)})
+            + urlencode({"status__in": ",".join(WAITING_STATUSES)})
         )
         self.can_assign = self.user.has_perm("fulfillment.assign_trainer")
         self.can_retry = self.user.has_perm("fulfillment.retry_allocation")

@@ -2,7 +2,8 @@
 could take it, what a trainer is booked for, and today's numbers.
 
 Everything else the console shows (queues, workers, failed jobs, payments that
-need attention, traces) comes from ``fulfillment.selectors``.
+need attention, traces) comes from ``fulfillment.selectors``, which other
+places read too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from fulfillment.domain import fit
 from fulfillment.domain.schedule import Slot
 from fulfillment.models import (
+    WAITING_STATUSES,
     Course,
     JobFailure,
     Payment,
@@ -29,12 +31,9 @@ from fulfillment.models import (
     Trainer,
     TrainerAllocation,
 )
+from fulfillment.queue import names
 from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
 from fulfillment.selectors.workers import live_workers
-
-ALLOCATION_TASK = "fulfillment.tasks.allocate_trainer"
-ALLOCATION_QUEUE = "allocation"
-WAITING_STATUSES = (Purchase.Status.ALLOCATION_PENDING, Purchase.Status.WAITLISTED)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def _with_reasons(purchases: Sequence[Purchase]) -> list[WaitingPurchase]:
     jobs = _latest_allocation_jobs(pending_ids)
     failures = _latest_failures([job.id for job in jobs.values()])
     served = pending_ids and any(
-        worker.serves(ALLOCATION_QUEUE) for worker in live_workers()
+        worker.serves(names.ALLOCATION_QUEUE) for worker in live_workers()
     )
     rows = []
     for purchase in purchases:
@@ -107,7 +106,7 @@ def _latest_allocation_jobs(purchase_ids: list[str]) -> dict[str, ProcrastinateJ
         return {}
     latest: dict[str, ProcrastinateJob] = {}
     for job in ProcrastinateJob.objects.filter(
-        task_name=ALLOCATION_TASK, args__purchase_id__in=purchase_ids
+        task_name=names.ALLOCATE_TRAINER, args__purchase_id__in=purchase_ids
     ).order_by("id"):
         latest[job.args["purchase_id"]] = job
     return latest

@@ -1,0 +1,193 @@
+"""Courses and trainers: the only rows operators edit directly. Saving one tries
+the waitlist again (``CatalogueAdmin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from admin_ui import display
+from admin_ui import selectors as console_selectors
+from admin_ui.admin.base import CatalogueAdmin
+from fulfillment import models
+from fulfillment.models import WAITING_STATUSES
+
+
+@admin.register(models.Course)
+class CourseAdmin(CatalogueAdmin[models.Course]):
+    list_display = ["title", "mode", "trainer_count", "waiting_count"]
+    list_filter = ["mode"]
+    search_fields = ["title", "=id"]
+    readonly_fields = ["id", "created_at", "updated_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.Course]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                trainer_count=Count("trainers", distinct=True),
+                waiting_count=Count(
+                    "purchases",
+                    filter=Q(purchases__status__in=WAITING_STATUSES),
+                    distinct=True,
+                ),
+            )
+        )
+
+    @admin.display(description="Trainers", ordering="trainer_count")
+    def trainer_count(self, course: Any) -> int:
+        return int(course.trainer_count)
+
+    @admin.display(description="Purchases waiting", ordering="waiting_count")
+    def waiting_count(self, course: Any) -> int:
+        return int(course.waiting_count)
+
+
+@admin.register(models.Trainer)
+class TrainerAdmin(CatalogueAdmin[models.Trainer]):
+    list_display = [
+        "name",
+        "is_active",
+        "utilisation",
+        "max_travel_km",
+        "working_hours",
+        "course_list",
+    ]
+    list_filter = ["is_active", "courses"]
+    search_fields = ["name", "email"]
+    filter_horizontal = ["courses"]
+    readonly_fields = [
+        "utilisation",
+        "active_allocations_list",
+        "upcoming_reservations",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "email", "is_active", "courses"]}),
+        ("Travel", {"fields": ["latitude", "longitude", "max_travel_km"]}),
+        (
+            "Working time",
+            {
+                "fields": ["weekdays", "work_start", "work_end"],
+                "description": "Weekdays: 0 is Monday … 6 is Sunday, comma separated.",
+            },
+        ),
+        (
+            "Load",
+            {
+                "fields": [
+                    "max_active_students",
+                    "utilisation",
+                    "active_allocations_list",
+                    "upcoming_reservations",
+                ]
+            },
+        ),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.Trainer]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_count=Count(
+                    "allocations",
+                    filter=Q(
+                        allocations__status=models.TrainerAllocation.Status.ACTIVE
+                    ),
+                    distinct=True,
+                )
+            )
+            .prefetch_related("courses")
+        )
+
+    @admin.display(description="Active students", ordering="active_count")
+    def utilisation(self, trainer: Any) -> str:
+        if trainer._state.adding:
+            return "-"
+        active = int(getattr(trainer, "active_count", 0))
+        share = (
+            active / trainer.max_active_students if trainer.max_active_students else 1
+        )
+        return format_html(
+            '<span class="ops-meter{}">{} of {} ({}%)</span>',
+            " ops-full" if active >= trainer.max_active_students else "",
+            active,
+            trainer.max_active_students,
+            round(share * 100),
+        )
+
+    @admin.display(description="Works")
+    def working_hours(self, trainer: models.Trainer) -> str:
+        days = ", ".join(display.WEEKDAY_NAMES[day] for day in sorted(trainer.weekdays))
+        return f"{days} · {trainer.work_start:%H:%M}\N{EN DASH}{trainer.work_end:%H:%M}"
+
+    @admin.display(description="Teaches")
+    def course_list(self, trainer: models.Trainer) -> str:
+        return ", ".join(course.title for course in trainer.courses.all())
+
+    @admin.display(description="Active allocations")
+    def active_allocations_list(self, trainer: models.Trainer) -> str:
+        if trainer._state.adding:
+            return "-"
+        rows = console_selectors.trainer_active_allocations(trainer=trainer)
+        if not rows:
+            return "None."
+        return format_html(
+            "<ul class='ops-plain'>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{} · {}</a>{}</li>',
+                (
+                    (
+                        reverse(
+                            "admin:fulfillment_purchase_change",
+                            args=[a.purchase_id],
+                        ),
+                        a.purchase.student.name,
+                        a.purchase.course.title,
+                        format_html(
+                            " <em>assigned by {}: {}</em>",
+                            a.assigned_by,
+                            a.override_reason or "fits",
+                        )
+                        if a.assigned_by
+                        else "",
+                    )
+                    for a in rows
+                ),
+            ),
+        )
+
+    @admin.display(description="Upcoming sessions")
+    def upcoming_reservations(self, trainer: models.Trainer) -> str:
+        if trainer._state.adding:
+            return "-"
+        rows = console_selectors.trainer_upcoming_reservations(trainer=trainer)
+        if not rows:
+            return "Nothing booked."
+        return format_html(
+            "<ul class='ops-plain'>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{} \N{EN DASH} {} · {} · {} (session {})</li>",
+                (
+                    (
+                        f"{timezone.localtime(r.during.lower):%a %d %b %H:%M}",
+                        f"{timezone.localtime(r.during.upper):%H:%M}",
+                        r.allocation.purchase.student.name,
+                        r.allocation.purchase.course.title,
+                        r.sequence,
+                    )
+                    for r in rows
+                ),
+            ),
+        )

@@ -1,0 +1,265 @@
+"""Purchases, their tutoring sessions and students, read-only: a waiting purchase
+changes only through Retry allocation and Assign trainer
+(``admin_ui.views.retry_allocation``, ``admin_ui.views.assign_trainer``)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from admin_ui import display
+from admin_ui import selectors as console_selectors
+from admin_ui.admin.base import ReadOnlyAdmin, ReadOnlyInline
+from admin_ui.views import assign_trainer, retry_allocation
+from admin_ui.views.base import operator_name
+from fulfillment import models
+from fulfillment.models import WAITING_STATUSES
+from fulfillment.services import operations
+
+
+class PurchaseOfStudentInline(ReadOnlyInline[models.Purchase, models.Student]):
+    model = models.Purchase
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    classes = ["ops-quiet-original"]
+    fields = readonly_fields = ("course", "status", "trainer", "created_at")
+
+
+@admin.register(models.Student)
+class StudentAdmin(ReadOnlyAdmin[models.Student]):
+    list_display = ["name", "email", "created_at"]
+    search_fields = ["name", "email", "=id"]
+    inlines = [PurchaseOfStudentInline]
+
+
+class TutoringSessionInline(ReadOnlyInline[models.TutoringSession, models.Purchase]):
+    model = models.TutoringSession
+    extra = 0
+    can_delete = False
+    classes = ["ops-quiet-original"]
+    fields = readonly_fields = ("sequence", "starts_at", "ends_at", "status", "trainer")
+
+
+@admin.register(models.Purchase)
+class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
+    list_display = [
+        "student",
+        "course",
+        "status_display",
+        "trainer",
+        "start_date",
+        "created_at",
+    ]
+    list_filter = ["status", "course", "trainer"]
+    search_fields = [
+        "payment__payment_intent",
+        "student__name",
+        "student__email",
+    ]
+    list_select_related = ["student", "course", "trainer"]
+    fieldsets = [
+        (None, {"fields": ["status_display", "why"]}),
+        (
+            "Purchase",
+            {
+                "fields": [
+                    "student_link",
+                    "course",
+                    "schedule",
+                    "location",
+                    "trainer",
+                    "allocation_note",
+                    "payment_link",
+                    "created_at",
+                    "allocated_at",
+                ]
+            },
+        ),
+        ("Trace", {"fields": ["trace"]}),
+    ]
+    readonly_fields = [
+        "status_display",
+        "why",
+        "student_link",
+        "course",
+        "schedule",
+        "location",
+        "trainer",
+        "allocation_note",
+        "payment_link",
+        "created_at",
+        "allocated_at",
+        "trace",
+    ]
+    inlines = [TutoringSessionInline]
+    actions = ["retry_allocation_action", "assign_trainer_action"]
+    change_form_template = "admin_ui/purchase_change_form.html"
+
+    # Displays.
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, purchase: models.Purchase) -> str:
+        return display.status_badge(
+            purchase.status, models.Purchase.Status(purchase.status).label
+        )
+
+    @admin.display(description="Why")
+    def why(self, purchase: models.Purchase) -> str:
+        waiting = console_selectors.waiting_reason(purchase=purchase)
+        if waiting is None:
+            return purchase.status_reason or "-"
+        return format_html(
+            '<span class="{}">{}</span>',
+            "ops-alarm" if waiting.alarming else "ops-reason",
+            waiting.reason,
+        )
+
+    @admin.display(description="Student")
+    def student_link(self, purchase: models.Purchase) -> str:
+        student = purchase.student
+        return format_html(
+            '<a href="{}">{}</a> {}',
+            reverse("admin:fulfillment_student_change", args=[student.pk]),
+            student.name,
+            f"<{student.email}>" if student.email else "",
+        )
+
+    @admin.display(description="Schedule")
+    def schedule(self, purchase: models.Purchase) -> str:
+        return display.purchase_schedule(purchase)
+
+    @admin.display(description="Student's home")
+    def location(self, purchase: models.Purchase) -> str:
+        return display.purchase_location(purchase)
+
+    @admin.display(description="Assigned")
+    def allocation_note(self, purchase: models.Purchase) -> str:
+        current = purchase.allocations.filter(
+            status=models.TrainerAllocation.Status.ACTIVE
+        ).first()
+        if current is None:
+            return "-"
+        if not current.assigned_by:
+            return "automatically"
+        note = f"by {current.assigned_by}"
+        if current.override_reason:
+            note += f": {current.override_reason}"
+        return note
+
+    @admin.display(description="Payment")
+    def payment_link(self, purchase: models.Purchase) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:fulfillment_payment_change", args=[purchase.payment_id]),
+            purchase.payment.payment_intent,
+        )
+
+    @admin.display(description="Trace (oldest first)")
+    def trace(self, purchase: models.Purchase) -> str:
+        return display.trace_timeline(purchase.payment.payment_intent)
+
+    # Actions.
+
+    def has_retry_allocation_permission(self, request: HttpRequest) -> bool:
+        return retry_allocation.has_permission(request)
+
+    def has_assign_trainer_permission(self, request: HttpRequest) -> bool:
+        return assign_trainer.has_permission(request)
+
+    @admin.action(description="Retry allocation now", permissions=["retry_allocation"])
+    def retry_allocation_action(
+        self, request: HttpRequest, queryset: QuerySet[models.Purchase]
+    ) -> None:
+        outcomes: dict[str, int] = {}
+        for purchase_id in queryset.filter(status__in=WAITING_STATUSES).values_list(
+            "pk", flat=True
+        ):
+            try:
+                purchase = operations.purchase_retry_allocation(
+                    purchase_id=purchase_id, operator=operator_name(request)
+                )
+            except operations.OperationRefused:
+                continue  # it changed meanwhile; the page shows its new state
+            label = models.Purchase.Status(purchase.status).label.lower()
+            outcomes[label] = outcomes.get(label, 0) + 1
+        if not outcomes:
+            self.message_user(
+                request, "None of those purchases is waiting.", messages.WARNING
+            )
+            return
+        summary = ", ".join(f"{count} {label}" for label, count in outcomes.items())
+        self.message_user(request, f"Allocation retried: {summary}.", messages.SUCCESS)
+
+    @admin.action(description="Assign trainer…", permissions=["assign_trainer"])
+    def assign_trainer_action(
+        self, request: HttpRequest, queryset: QuerySet[models.Purchase]
+    ) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(
+                request, "Choose one purchase to assign a trainer to.", messages.WARNING
+            )
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:fulfillment_purchase_assign", args=[queryset.get().pk])
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<uuid:purchase_id>/assign-trainer/",
+                self.admin_site.admin_view(
+                    partial(assign_trainer.assign_trainer_view, model_admin=self)
+                ),
+                name="fulfillment_purchase_assign",
+            ),
+            path(
+                "<uuid:purchase_id>/retry-allocation/",
+                self.admin_site.admin_view(
+                    partial(retry_allocation.retry_allocation_view, model_admin=self)
+                ),
+                name="fulfillment_purchase_retry",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        purchase = self.get_object(request, object_id)
+        waiting = purchase is not None and purchase.status in WAITING_STATUSES
+        extra_context = {
+            **(extra_context or {}),
+            "can_assign": waiting and self.has_assign_trainer_permission(request),
+            "can_retry": waiting and self.has_retry_allocation_permission(request),
+        }
+        if purchase is not None:
+            extra_context["subtitle"] = display.purchase_label(purchase)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(models.TutoringSession)
+class TutoringSessionAdmin(ReadOnlyAdmin[models.TutoringSession]):
+    list_display = ["starts_at", "purchase_name", "sequence", "trainer", "status"]
+    list_filter = ["status", "trainer"]
+    list_select_related = ["purchase__student", "purchase__course", "trainer"]
+    search_fields = ["purchase__student__name", "trainer__name"]
+    date_hierarchy = "starts_at"
+
+    @admin.display(description="Purchase")
+    def purchase_name(self, session: models.TutoringSession) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:fulfillment_purchase_change", args=[session.purchase_id]),
+            display.purchase_label(session.purchase),
+        )
