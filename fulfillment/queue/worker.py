@@ -1,8 +1,9 @@
 """How ``manage.py procrastinate worker`` talks to PostgreSQL, tuned.
 
 Installed by ``PROCRASTINATE_ON_APP_READY`` (settings). Three changes around
-procrastinate 3.10's worker, each measured (``../shared/research/perf-baseline.md``
-and the commits that brought them):
+procrastinate 3.10's worker, each measured (``docs/performance.md``, the record
+``docs/decisions/0003-forked-worker-fetch-loop.md`` and the commits that brought
+them):
 
 * **Its pool.** The stock worker connector checks out a pooled connection with a
   liveness probe and wraps every query in BEGIN/COMMIT: four round trips per
