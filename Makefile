@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) -m tools.devdb exec --
 
-.PHONY: help run test lint typecheck suite browser-deps format worker manage chaos bench clean
+.PHONY: help run test test-fast lint typecheck suite browser-deps format worker manage chaos bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -36,6 +36,11 @@ run: $(RUNTIME)  ## Start the service: web on http://127.0.0.1:8000 plus one wor
 	$(PY) -m tools.run
 
 test: lint typecheck suite  ## Lint, type checks and the whole test suite
+
+# The pure tier: no database, no processes; seconds. The suite's other tiers are
+# tests/db (real PostgreSQL) and tests/system (workers, browser, chaos, compose).
+test-fast: $(DEV)  ## Unit tests only (tests/unit: pure rules, the layer test)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: $(DEV)  ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .

@@ -1,12 +1,11 @@
-"""Shared fixtures: signed Stripe deliveries, catalogue factories, real workers."""
+"""Fixtures: signed Stripe deliveries, real workers, emptied queue tables.
+The helpers they use live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,9 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 from procrastinate.contrib.django import app as procrastinate_app
-from procrastinate.contrib.django.models import ProcrastinateJob
 
 from fulfillment.testing import stripe_events
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
+from tests.helpers import ROOT, WorkerProcess, database_url_for_tests
 
 PROCRASTINATE_TABLES = (
     "procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers, "
@@ -61,22 +56,6 @@ def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def load_event(name: str, **overrides: Any) -> dict[str, Any]:
-    """A webhook fixture from tests/fixtures/webhooks, with a fresh event id and
-    ``overrides`` applied to data.object.metadata (None deletes a key)."""
-    event: dict[str, Any] = json.loads(
-        (FIXTURES / "webhooks" / f"{name}.json").read_text()
-    )
-    event["id"] = stripe_events.new_id("evt")
-    metadata = event["data"]["object"].get("metadata")
-    for key, value in overrides.items():
-        if value is None:
-            metadata.pop(key, None)
-        else:
-            metadata[key] = value
-    return event
-
-
 @pytest.fixture
 def signed_post(client: Client) -> Callable[..., Any]:
     """POST a Stripe event to the webhook, signed with the configured secret."""
@@ -104,13 +83,6 @@ def signed_post(client: Client) -> Callable[..., Any]:
     return post
 
 
-def jobs(task: str | None = None, **filters: Any) -> list[ProcrastinateJob]:
-    queryset = ProcrastinateJob.objects.all()
-    if task is not None:
-        queryset = queryset.filter(task_name=f"fulfillment.tasks.{task}")
-    return list(queryset.filter(**filters).order_by("id"))
-
-
 @pytest.fixture
 def run_worker(transactional_db: None) -> Callable[..., None]:
     """Run a real procrastinate worker in this process until the queue is empty.
@@ -131,36 +103,6 @@ def run_worker(transactional_db: None) -> Callable[..., None]:
             )
 
     return run
-
-
-def database_url_for_tests() -> str:
-    """A URL for the test database, for worker processes started by tests."""
-    params = connection.settings_dict
-    host = params["HOST"] or ""
-    user = params["USER"] or "postgres"
-    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
-    if host.startswith("/"):
-        return f"postgres://{user}{password}@/{params['NAME']}?host={host}"
-    port = f":{params['PORT']}" if params["PORT"] else ""
-    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
-
-
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.process = process
-        self.log = log
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -194,17 +136,3 @@ def worker_process(
         if worker.process.poll() is None:
             worker.process.kill()
             worker.process.wait(timeout=10)
-
-
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

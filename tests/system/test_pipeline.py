@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from fulfillment import queue
+from fulfillment import queue, tasks
 from fulfillment.models import (
     JobFailure,
     Purchase,
@@ -21,38 +21,11 @@ from fulfillment.models import (
 )
 from fulfillment.queue import names
 from fulfillment.testing import stripe_events
-from tests import factories
-from tests.conftest import WorkerProcess, jobs, wait_until
+from tests import helpers
+from tests.helpers import WorkerProcess, deliver, jobs, pay, wait_until
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 API = {"Authorization": "Bearer dev-fulfilment-api-token"}
-
-
-def deliver(event: dict[str, Any]) -> dict[str, Any]:
-    body = stripe_events.encode(event)
-    response = Client().post(
-        "/webhooks/stripe/",
-        data=body,
-        content_type="application/json",
-        headers={
-            "Stripe-Signature": stripe_events.signature_header(
-                body, secret="whsec_dev_fulfilment_local_only"
-            )
-        },
-    )
-    assert response.status_code == 200, response.content
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def pay(**metadata: Any) -> tuple[str, str]:
-    """A signed payment through the real webhook; returns (pi, purchase id)."""
-    event = stripe_events.payment_intent_succeeded(
-        metadata=factories.metadata(**metadata)
-    )
-    answer = deliver(event)
-    assert answer["status"] == "accepted"
-    return event["data"]["object"]["id"], answer["purchase_id"]
 
 
 def pipeline_idle() -> bool:
@@ -71,8 +44,8 @@ def pipeline_idle() -> bool:
 def test_failure_after_the_defer_inside_a_running_task_leaves_nothing_behind(
     run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
     real_defer = queue.defer
 
@@ -104,8 +77,8 @@ def test_failure_after_the_defer_inside_a_running_task_leaves_nothing_behind(
 def test_each_stage_run_twice_changes_nothing_the_second_time(
     run_worker: Callable[..., None],
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
     run_worker()
     snapshot = (
@@ -116,8 +89,6 @@ def test_each_stage_run_twice_changes_nothing_the_second_time(
         list(TutoringSession.objects.values_list("id", flat=True)),
         len(jobs()),
     )
-
-    from fulfillment import tasks
 
     tasks.allocate_trainer(purchase_id=purchase_id)
     tasks.materialise_sessions(purchase_id=purchase_id)
@@ -137,8 +108,8 @@ def test_each_stage_run_twice_changes_nothing_the_second_time(
 def test_signed_payment_is_allocated_by_a_worker_and_a_refund_frees_the_trainer(
     worker_process: Callable[..., WorkerProcess], client: Client
 ) -> None:
-    course = factories.course(mode="home")
-    trainer = factories.trainer(courses=[course], name="Asha", max_active_students=1)
+    course = helpers.course(mode="home")
+    trainer = helpers.trainer(courses=[course], name="Asha", max_active_students=1)
     worker = worker_process()
     first_pi, first = pay(course=course, time_slot="4:00 PM")
 
@@ -189,9 +160,9 @@ def test_signed_payment_is_allocated_by_a_worker_and_a_refund_frees_the_trainer(
 def test_two_worker_processes_never_double_book_or_overfill_trainers(
     worker_process: Callable[..., WorkerProcess],
 ) -> None:
-    course = factories.course(mode="home")
+    course = helpers.course(mode="home")
     for number in range(3):
-        factories.trainer(
+        helpers.trainer(
             courses=[course], max_active_students=5, longitude=77.61 + number / 100
         )
     # Five distinct slots, eight or nine purchases each: every trainer can take each

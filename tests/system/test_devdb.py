@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.helpers import ROOT
 from tools import devdb
 
-ROOT = Path(__file__).resolve().parent.parent
 # Run as the Makefile runs it, from the repository root.
 DEVDB = [sys.executable, "-m", "tools.devdb"]
 

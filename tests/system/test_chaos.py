@@ -8,13 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import database_url_for_tests
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, database_url_for_tests
 
 pytestmark = pytest.mark.slow
 

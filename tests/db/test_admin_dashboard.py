@@ -16,9 +16,8 @@ from django.utils import timezone
 from fulfillment.models import JobFailure, Purchase, WorkerPresence
 from fulfillment.services.allocation import purchase_allocate
 from fulfillment.testing import stripe_events
-from tests import factories
-from tests.conftest import jobs
-from tests.test_admin_access import buy, sign_in, waitlist
+from tests import helpers
+from tests.helpers import buy, jobs, sign_in, waitlisted
 
 pytestmark = pytest.mark.django_db
 
@@ -77,8 +76,8 @@ def fail(job_id: int, error_type: str, message: str) -> None:
 def test_waiting_purchases_are_listed_oldest_first_with_the_reason_and_links(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course(title="Robotics")
-    first = waitlist(buy(signed_post, course, student_name="Ira Old"))
+    course = helpers.course(title="Robotics")
+    first = waitlisted(signed_post, course, student_name="Ira Old")
     Purchase.objects.filter(pk=first.pk).update(
         created_at=timezone.now() - dt.timedelta(hours=3)
     )
@@ -100,7 +99,7 @@ def test_waiting_purchases_are_listed_oldest_first_with_the_reason_and_links(
 def test_a_pending_purchase_nobody_can_process_says_so_in_red(
     client: Client, signed_post: SignedPost
 ) -> None:
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     live_worker("sessions", "cache")
     sign_in(client, "Operations")
 
@@ -114,7 +113,7 @@ def test_a_pending_purchase_nobody_can_process_says_so_in_red(
 def test_a_pending_purchase_whose_job_failed_shows_the_error(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = buy(signed_post, factories.course())
+    purchase = buy(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
     fail(job.id, "OperationalError", "server closed the connection unexpectedly")
     live_worker()
@@ -131,7 +130,7 @@ def test_a_pending_purchase_whose_job_failed_shows_the_error(
 def test_a_pending_purchase_with_a_worker_ready_is_just_queued(
     client: Client, signed_post: SignedPost
 ) -> None:
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     live_worker()
     sign_in(client, "Operations")
 
@@ -154,7 +153,7 @@ def test_payments_that_need_attention_show_the_reason_and_the_fix(
     client: Client, signed_post: SignedPost
 ) -> None:
     event = stripe_events.payment_intent_succeeded(
-        metadata=factories.metadata(course=factories.course(), time_slot="25:00")
+        metadata=helpers.metadata_for(course=helpers.course(), time_slot="25:00")
     )
     signed_post(event)
     payment_intent = event["data"]["object"]["id"]
@@ -175,7 +174,7 @@ def test_payments_that_need_attention_show_the_reason_and_the_fix(
 def test_failed_jobs_are_grouped_by_task_and_error_with_a_link_and_a_retry(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
+    course = helpers.course()
     job_ids = []
     for name in ("A", "B"):
         purchase = buy(signed_post, course, student_name=name)
@@ -214,7 +213,7 @@ def test_no_live_worker_is_a_red_warning(client: Client) -> None:
 def test_a_queue_with_work_and_nobody_serving_it_is_a_red_warning(
     client: Client, signed_post: SignedPost
 ) -> None:
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     live_worker("sessions", "cache")
     sign_in(client, "Operations")
 
@@ -233,9 +232,9 @@ def test_a_queue_with_work_and_nobody_serving_it_is_a_red_warning(
 def test_queues_show_ready_doing_failed_and_the_oldest_wait(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = buy(signed_post, factories.course())
+    purchase = buy(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     fail(job.id, "RuntimeError", "boom")
     sign_in(client, "Operations")
 
@@ -254,18 +253,18 @@ def test_queues_show_ready_doing_failed_and_the_oldest_wait(
 def test_today_counts_the_payments_and_what_became_of_them(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], max_active_students=1)
+    course = helpers.course()
+    helpers.trainer(courses=[course], max_active_students=1)
     allocated = buy(signed_post, course, time_slot="10:00")
     purchase_allocate(purchase_id=allocated.pk, actor="test")
     Purchase.objects.filter(pk=allocated.pk).update(
         allocated_at=allocated.payment.created_at + dt.timedelta(seconds=90)
     )
-    waitlist(buy(signed_post, course))
+    waitlisted(signed_post, course)
     buy(signed_post, course)
     signed_post(
         stripe_events.payment_intent_succeeded(
-            metadata=factories.metadata(course=course, total_sessions="7")
+            metadata=helpers.metadata_for(course=course, total_sessions="7")
         )
     )
     sign_in(client, "Operations")
@@ -286,7 +285,7 @@ def test_today_counts_the_payments_and_what_became_of_them(
 def test_a_failed_job_without_a_recorded_error_is_still_listed(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = buy(signed_post, factories.course())
+    purchase = buy(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
     with connection.cursor() as cursor:
         cursor.execute(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -19,14 +19,14 @@ from django.utils import timezone
 from fulfillment import queue, tasks
 from fulfillment.models import Purchase, TraceEvent
 from fulfillment.queue import names
+from fulfillment.services import cache
 from fulfillment.services.maintenance import (
     invariants_reconcile,
     jobs_prune,
     stalled_jobs_rescue,
 )
-from tests import factories
-from tests.conftest import WorkerProcess, database_url_for_tests, jobs, wait_until
-from tests.test_pipeline import pay
+from tests import helpers
+from tests.helpers import WorkerProcess, database_url_for_tests, jobs, pay, wait_until
 
 
 @pytest.fixture
@@ -73,8 +73,8 @@ def test_allocation_of_a_sigkilled_worker_finishes_on_another_worker_within_30s(
     worker_process: Callable[..., WorkerProcess],
     purchase_row_lock: Callable[[str], threading.Event],
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
     release = purchase_row_lock(purchase_id)
     doomed = worker_process("--queues", "allocation")
@@ -149,8 +149,8 @@ def test_rescue_leaves_jobs_of_live_workers_alone() -> None:
 def test_sweeper_redefers_an_allocation_job_deleted_by_hand(
     run_worker: Callable[..., None],
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -178,8 +178,8 @@ def test_sweeper_redefers_an_allocation_job_deleted_by_hand(
 def test_sweeper_restores_a_missing_session_window_and_clears_a_refund(
     run_worker: Callable[..., None],
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, allocated = pay(course=course, time_slot="10:00 AM")
     _, refunded = pay(course=course, time_slot="12:00 PM")
     run_worker()
@@ -207,8 +207,8 @@ def test_sigterm_lets_the_running_allocation_finish_and_loses_nothing(
     worker_process: Callable[..., WorkerProcess],
     purchase_row_lock: Callable[[str], threading.Event],
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
     release = purchase_row_lock(purchase_id)
     worker = worker_process()
@@ -266,7 +266,6 @@ def test_a_refresh_postponed_while_the_database_is_down_is_deferred_once_it_retu
 ) -> None:
     # The refresh fails because PostgreSQL went away, and so does deferring the
     # later one, twice: the job must wait for the database, not end failed.
-    from fulfillment.services import cache
 
     monkeypatch.setattr(tasks, "POSTPONE_WAITS_S", (0.0, 0.0, 0.0))
     outage = iter([True, True])

@@ -23,7 +23,7 @@ from fulfillment.queue.worker import (
     queue_statistics_refresh,
     worker_pool_size,
 )
-from tests.conftest import wait_until
+from tests.helpers import jobs, wait_until
 
 POLLING_S = 3.0
 
@@ -223,7 +223,6 @@ def test_a_running_worker_refreshes_the_statistics_within_seconds() -> None:
 
 @pytest.mark.django_db
 def test_maintenance_first_then_the_pipeline_then_cache_refreshes() -> None:
-    from tests.conftest import jobs
 
     for number in range(2):
         queue.defer(names.REFRESH_LEARNINGS, student_id=f"s{number}")

@@ -8,6 +8,7 @@ the operator's name, and, when refused, for changing nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +37,8 @@ from fulfillment.services.operations import (
     purchase_retry_allocation,
 )
 from fulfillment.testing import stripe_events
-from tests import factories
-from tests.conftest import jobs
+from tests import helpers
+from tests.helpers import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -46,23 +47,10 @@ SignedPost = Callable[..., Any]
 # A week before the first session (Monday 7 January 2030, 16:00 in Kolkata).
 NOW = dt.datetime(2030, 1, 1, 6, 0, tzinfo=dt.UTC)
 START = "2030-01-07"
-
-
-def pay(signed_post: SignedPost, course: Course, **metadata: str) -> Purchase:
-    """A purchase made as production makes one: a signed Stripe delivery."""
-    fields = factories.metadata(course=course, start_date=START, **metadata)
-    response = signed_post(stripe_events.payment_intent_succeeded(metadata=fields))
-    body = response.json()
-    assert body["status"] == "accepted", body
-    return Purchase.objects.select_related("payment").get(pk=body["purchase_id"])
-
-
-def waitlisted(signed_post: SignedPost, course: Course, **metadata: str) -> Purchase:
-    purchase = pay(signed_post, course, **metadata)
-    allocation.purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)
-    purchase.refresh_from_db()
-    assert purchase.status == Purchase.Status.WAITLISTED, purchase.status_reason
-    return purchase
+pay = functools.partial(helpers.buy, start_date=START)
+waitlisted = functools.partial(
+    helpers.waitlisted, start_date=START, now=NOW, actor="test"
+)
 
 
 def operator_actions(purchase: Purchase) -> list[TraceEvent]:
@@ -90,9 +78,9 @@ def untouched(purchase: Purchase) -> bool:
 def test_retry_allocates_a_waitlisted_purchase_once_a_trainer_fits(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(title="Robotics")
+    course = helpers.course(title="Robotics")
     purchase = waitlisted(signed_post, course)
-    trainer = factories.trainer(courses=[course], name="Asha Rao")
+    trainer = helpers.trainer(courses=[course], name="Asha Rao")
 
     result = purchase_retry_allocation(
         purchase_id=purchase.pk, operator="olivia", now=NOW
@@ -112,7 +100,7 @@ def test_retry_allocates_a_waitlisted_purchase_once_a_trainer_fits(
 def test_retry_of_a_still_unfit_purchase_records_the_attempt_and_the_reason(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(title="Robotics")
+    course = helpers.course(title="Robotics")
     purchase = waitlisted(signed_post, course)
 
     result = purchase_retry_allocation(
@@ -126,8 +114,8 @@ def test_retry_of_a_still_unfit_purchase_records_the_attempt_and_the_reason(
 
 
 def test_retry_refuses_a_purchase_that_is_not_waiting(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = pay(signed_post, course)
     allocation.purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)
 
@@ -143,10 +131,10 @@ def test_retry_refuses_a_purchase_that_is_not_waiting(signed_post: SignedPost) -
 def test_assigning_a_fitting_trainer_continues_like_an_automatic_allocation(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], name="Nearest")
-    chosen = factories.trainer(
-        courses=[course], name="Further", longitude=factories.HOME[1] + 0.03
+    course = helpers.course()
+    helpers.trainer(courses=[course], name="Nearest")
+    chosen = helpers.trainer(
+        courses=[course], name="Further", longitude=helpers.HOME[1] + 0.03
     )
     purchase = pay(signed_post, course)
     version = Student.objects.get(pk=purchase.student_id).learnings_version
@@ -179,8 +167,8 @@ def test_assigning_a_fitting_trainer_continues_like_an_automatic_allocation(
 def test_a_trainer_beyond_their_travel_distance_needs_a_reason(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    far = factories.trainer(courses=[course], name="Far", max_travel_km=0.5)
+    course = helpers.course()
+    far = helpers.trainer(courses=[course], name="Far", max_travel_km=0.5)
     purchase = pay(signed_post, course)
 
     with pytest.raises(OperationRefused, match=Rule.TOO_FAR.label) as refused:
@@ -211,8 +199,8 @@ def test_a_trainer_beyond_their_travel_distance_needs_a_reason(
 def test_a_trainer_at_capacity_may_be_assigned_with_a_reason(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    full = factories.trainer(courses=[course], name="Full", max_active_students=1)
+    course = helpers.course()
+    full = helpers.trainer(courses=[course], name="Full", max_active_students=1)
     first = pay(signed_post, course, time_slot="10:00 AM")
     allocation.purchase_allocate(purchase_id=first.pk, actor="test", now=NOW)
     second = waitlisted(signed_post, course)
@@ -230,16 +218,16 @@ def test_a_trainer_at_capacity_may_be_assigned_with_a_reason(
 
 
 def _inactive(course: Course) -> Trainer:
-    return factories.trainer(courses=[course], is_active=False)
+    return helpers.trainer(courses=[course], is_active=False)
 
 
 def _other_course(course: Course) -> Trainer:
-    return factories.trainer(courses=[factories.course()])
+    return helpers.trainer(courses=[helpers.course()])
 
 
 def _off_duty(course: Course) -> Trainer:
     # The 16:00 session lasts an hour; this trainer stops at 16:30.
-    return factories.trainer(courses=[course], work_end=dt.time(16, 30))
+    return helpers.trainer(courses=[course], work_end=dt.time(16, 30))
 
 
 @pytest.mark.parametrize(
@@ -253,7 +241,7 @@ def _off_duty(course: Course) -> Trainer:
 def test_a_trainer_breaking_a_hard_rule_is_never_assigned_even_with_a_reason(
     signed_post: SignedPost, make_trainer: Callable[[Course], Trainer], rule: Rule
 ) -> None:
-    course = factories.course()
+    course = helpers.course()
     trainer = make_trainer(course)
     purchase = pay(signed_post, course)
 
@@ -273,8 +261,8 @@ def test_a_trainer_breaking_a_hard_rule_is_never_assigned_even_with_a_reason(
 def test_a_trainer_reserved_at_an_overlapping_time_is_never_assigned(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    busy = factories.trainer(courses=[course])
+    course = helpers.course()
+    busy = helpers.trainer(courses=[course])
     first = pay(signed_post, course)
     allocation.purchase_allocate(purchase_id=first.pk, actor="test", now=NOW)
     second = waitlisted(signed_post, course)
@@ -296,8 +284,8 @@ def test_a_booking_the_verdict_missed_is_caught_by_the_database(
 ) -> None:
     """Whatever the verdicts say, the exclusion constraint has the last word:
     the assignment is refused and nothing is left behind."""
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     first = pay(signed_post, course)
     allocation.purchase_allocate(purchase_id=first.pk, actor="test", now=NOW)
     second = waitlisted(signed_post, course)
@@ -322,8 +310,8 @@ def test_a_booking_the_verdict_missed_is_caught_by_the_database(
 def test_assigning_refuses_a_purchase_that_is_not_waiting(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     purchase = pay(signed_post, course)
     allocation.purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)
 
@@ -339,8 +327,8 @@ def test_assigning_refuses_a_purchase_that_is_not_waiting(
 
 
 def flagged_payment(signed_post: SignedPost, **metadata: str) -> Payment:
-    fields = factories.metadata(
-        course=factories.course(), **{"start_date": START, **metadata}
+    fields = helpers.metadata_for(
+        course=helpers.course(), **{"start_date": START, **metadata}
     )
     event = stripe_events.payment_intent_succeeded(metadata=fields)
     body = signed_post(event).json()
@@ -351,7 +339,7 @@ def flagged_payment(signed_post: SignedPost, **metadata: str) -> Payment:
 def test_corrected_metadata_turns_the_payment_into_a_purchase(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(title="Chess")
+    course = helpers.course(title="Chess")
     payment = flagged_payment(
         signed_post, course_id="00000000-0000-4000-8000-000000000000"
     )
@@ -410,7 +398,7 @@ def test_a_blank_value_removes_the_key(signed_post: SignedPost) -> None:
 
 
 def test_a_payment_with_a_purchase_is_not_reprocessed(signed_post: SignedPost) -> None:
-    purchase = pay(signed_post, factories.course())
+    purchase = pay(signed_post, helpers.course())
 
     with pytest.raises(OperationRefused, match="already has its purchase"):
         payment_reprocess(
@@ -431,7 +419,7 @@ def fail(job_id: int) -> None:
 
 
 def test_failed_jobs_are_queued_again_and_traced(signed_post: SignedPost) -> None:
-    purchase = pay(signed_post, factories.course())
+    purchase = pay(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
     fail(job.id)
 
@@ -453,7 +441,7 @@ def test_failed_jobs_are_queued_again_and_traced(signed_post: SignedPost) -> Non
 
 
 def test_jobs_no_longer_failed_are_left_alone(signed_post: SignedPost) -> None:
-    purchase = pay(signed_post, factories.course())
+    purchase = pay(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
 
     assert failed_jobs_retry(job_ids=[job.id, 999_999], operator="olivia") == 0

@@ -17,10 +17,10 @@ from django.test import Client
 from django.utils import timezone
 
 from fulfillment import queue, tasks
-from fulfillment.models import Purchase
+from fulfillment.models import Purchase, WorkerPresence
 from fulfillment.queue import names
-from tests import factories
-from tests.conftest import load_event
+from tests import helpers
+from tests.helpers import load_event
 
 pytestmark = pytest.mark.django_db
 
@@ -41,8 +41,6 @@ def fresh_worker(queues: list[str] | None = None) -> int:
         cursor.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
         (worker_id,) = cursor.fetchone()
     if queues is not None:
-        from fulfillment.models import WorkerPresence
-
         WorkerPresence.objects.create(
             worker_id=worker_id, host="test", pid=1, queues=queues
         )
@@ -181,8 +179,8 @@ def test_metrics_are_prometheus_text_computed_from_the_database(
     signed_post(load_event("payment_intent_succeeded"))
     signed_post(load_event("customer_created"))
     signed_post(load_event("payment_intent_succeeded"), secret="whsec_wrong")
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
 
     response = client.get("/metrics")
 

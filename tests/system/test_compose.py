@@ -32,7 +32,8 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -345,7 +346,7 @@ def test_stop_grace_periods_outlast_graceful_shutdowns(
     options = _manage_py_options(_argv(worker["command"]))
     worker_timeout = float(
         getattr(options, "shutdown_graceful_timeout", None)
-        or settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]  # type: ignore[arg-type]
+        or settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
     )
     assert _seconds(worker["stop_grace_period"]) > worker_timeout
 

@@ -12,9 +12,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from fulfillment.models import Purchase, TrainerAllocation, TutoringSession
-from tests import factories
-from tests.conftest import WorkerProcess, wait_until
-from tests.test_admin_access import buy, ensure_groups, waitlist
+from tests import helpers
+from tests.helpers import WorkerProcess, ensure_groups, wait_until, waitlisted
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -31,12 +30,12 @@ def test_an_operator_sees_why_a_purchase_waits_and_assigns_the_trainer_that_fits
 ) -> None:
     from playwright.sync_api import expect
 
-    course = factories.course(title="Python for Kids")
-    factories.trainer(courses=[course], name="Vikram Iyer", work_end=dt.time(16, 30))
-    factories.trainer(courses=[course], name="Meera Nair", max_travel_km=0.5)
-    purchase = waitlist(buy(signed_post, course, student_name="Anya Sharma"))
+    course = helpers.course(title="Python for Kids")
+    helpers.trainer(courses=[course], name="Vikram Iyer", work_end=dt.time(16, 30))
+    helpers.trainer(courses=[course], name="Meera Nair", max_travel_km=0.5)
+    purchase = waitlisted(signed_post, course, student_name="Anya Sharma")
     # Joined after the purchase was waitlisted, and fits.
-    asha = factories.trainer(courses=[course], name="Asha Rao")
+    asha = helpers.trainer(courses=[course], name="Asha Rao")
     ensure_groups()
     operator = User.objects.create_user(
         username="olivia", password="a-long-test-password", is_staff=True

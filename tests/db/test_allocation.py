@@ -7,6 +7,7 @@ deliveries make; the allocation service is then called with an explicit ``now``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import uuid
 from collections.abc import Callable
@@ -39,8 +40,8 @@ from fulfillment.services.allocation import (
 )
 from fulfillment.services.sessions import sessions_materialise
 from fulfillment.testing import stripe_events
-from tests import factories
-from tests.conftest import jobs, load_event
+from tests import helpers
+from tests.helpers import jobs, load_event
 
 pytestmark = pytest.mark.django_db
 
@@ -50,17 +51,8 @@ START = "2030-01-07"
 FIRST_SESSION = dt.datetime(2030, 1, 7, 10, 30, tzinfo=dt.UTC)  # 16:00 in Kolkata
 
 SignedPost = Callable[..., Any]
-
-
-def buy(signed_post: SignedPost, course: Course, **metadata: str) -> Purchase:
-    """A purchase made the way production makes one: a signed Stripe delivery."""
-    fields = factories.metadata(course=course, start_date=START, **metadata)
-    event = stripe_events.payment_intent_succeeded(metadata=fields)
-    response = signed_post(event)
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert body["status"] == "accepted", body
-    return Purchase.objects.get(pk=body["purchase_id"])
+# Purchases start on Monday 7 January 2030 unless a test says otherwise.
+buy = functools.partial(helpers.buy, start_date=START)
 
 
 def allocate(purchase: Purchase, *, now: dt.datetime = NOW) -> Purchase:
@@ -86,12 +78,12 @@ def active_allocations(trainer: Trainer) -> int:
 
 
 def test_allocation_picks_the_nearest_fitting_trainer(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], name="Far", longitude=factories.HOME[1] + 0.05)
-    near = factories.trainer(courses=[course], name="Near")
+    course = helpers.course()
+    helpers.trainer(courses=[course], name="Far", longitude=helpers.HOME[1] + 0.05)
+    near = helpers.trainer(courses=[course], name="Near")
     # Nearer still, but inactive.
-    factories.trainer(
-        courses=[course], name="Nearest", longitude=factories.HOME[1], is_active=False
+    helpers.trainer(
+        courses=[course], name="Nearest", longitude=helpers.HOME[1], is_active=False
     )
     purchase = buy(signed_post, course)
 
@@ -116,8 +108,8 @@ def test_allocation_picks_the_nearest_fitting_trainer(signed_post: SignedPost) -
 def test_allocation_from_the_fixture_event_reserves_its_trainer(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     event = load_event(
         "payment_intent_succeeded", course_id=str(course.pk), start_date=START
     )
@@ -137,8 +129,8 @@ def test_allocation_from_the_fixture_event_reserves_its_trainer(
 def test_allocation_reserves_every_weekday_session_at_once(
     signed_post: SignedPost, total: int
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     purchase = buy(signed_post, course, total_sessions=str(total))
 
     allocate(purchase)
@@ -161,8 +153,8 @@ def test_allocation_reserves_every_weekday_session_at_once(
 
 
 def test_allocation_reserves_eighty_minutes_on_sundays(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course, delivery_mode="SUNDAY_ONLY")
 
     allocate(purchase)
@@ -185,8 +177,8 @@ def test_allocation_reserves_eighty_minutes_on_sundays(signed_post: SignedPost) 
 def test_allocation_after_the_start_date_reserves_from_the_next_session(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     # Wednesday 9 January 17:30 IST: that day's 16:00 session has passed.
     late = dt.datetime(2030, 1, 9, 12, 0, tzinfo=dt.UTC)
@@ -202,8 +194,8 @@ def test_allocation_after_the_start_date_reserves_from_the_next_session(
 
 
 def test_online_course_allocates_a_distant_trainer(signed_post: SignedPost) -> None:
-    course = factories.course(mode=Course.Mode.ONLINE)
-    delhi = factories.trainer(
+    course = helpers.course(mode=Course.Mode.ONLINE)
+    delhi = helpers.trainer(
         courses=[course], latitude=28.61, longitude=77.21, max_travel_km=1
     )
     purchase = buy(signed_post, course)
@@ -217,9 +209,9 @@ def test_online_course_allocates_a_distant_trainer(signed_post: SignedPost) -> N
 def test_online_course_without_a_student_location_is_allocated(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(mode=Course.Mode.ONLINE)
-    trainer = factories.trainer(courses=[course])
-    fields = factories.metadata(course=course, start_date=START)
+    course = helpers.course(mode=Course.Mode.ONLINE)
+    trainer = helpers.trainer(courses=[course])
+    fields = helpers.metadata_for(course=course, start_date=START)
     del fields["latitude"], fields["longitude"]
     body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
     assert body["status"] == "accepted"
@@ -233,9 +225,9 @@ def test_online_course_without_a_student_location_is_allocated(
 def test_online_course_prefers_the_trainer_with_fewest_allocations(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(mode=Course.Mode.ONLINE)
-    near_busy = factories.trainer(courses=[course], name="Near")
-    far_free = factories.trainer(
+    course = helpers.course(mode=Course.Mode.ONLINE)
+    near_busy = helpers.trainer(courses=[course], name="Near")
+    far_free = helpers.trainer(
         courses=[course], name="Far", latitude=28.61, longitude=77.21
     )
     # An earlier purchase, at another hour, holds the near trainer.
@@ -249,8 +241,8 @@ def test_online_course_prefers_the_trainer_with_fewest_allocations(
 
 
 def test_equal_trainers_are_chosen_by_lowest_id(signed_post: SignedPost) -> None:
-    course = factories.course()
-    twins = [factories.trainer(courses=[course]) for _ in range(3)]
+    course = helpers.course()
+    twins = [helpers.trainer(courses=[course]) for _ in range(3)]
 
     allocated = allocate(buy(signed_post, course))
 
@@ -260,8 +252,8 @@ def test_equal_trainers_are_chosen_by_lowest_id(signed_post: SignedPost) -> None
 def test_allocating_twice_changes_nothing_the_second_time(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     allocate(purchase)
     allocation_row = TrainerAllocation.objects.get(purchase=purchase)
@@ -296,8 +288,8 @@ def test_allocating_an_unknown_purchase_raises() -> None:
 
 
 def test_allocation_defers_materialise_sessions(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     assert jobs("materialise_sessions") == []
 
@@ -312,8 +304,8 @@ def test_allocation_defers_materialise_sessions(signed_post: SignedPost) -> None
 def test_failure_after_the_defer_leaves_neither_allocation_nor_job(
     signed_post: SignedPost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     real_defer = queue.defer
 
@@ -344,7 +336,7 @@ def test_failure_after_the_defer_leaves_neither_allocation_nor_job(
     [
         pytest.param({"is_active": False}, "are inactive.", id="inactive"),
         pytest.param(
-            {"latitude": factories.HOME[0] + 0.3},
+            {"latitude": helpers.HOME[0] + 0.3},
             "are beyond their travel distance (nearest is 33.",
             id="too-far",
         ),
@@ -368,8 +360,8 @@ def test_failure_after_the_defer_leaves_neither_allocation_nor_job(
 def test_purchase_is_waitlisted_naming_the_rule_no_trainer_meets(
     signed_post: SignedPost, trainer_fields: dict[str, Any], expected: str
 ) -> None:
-    course = factories.course(title="Python for Kids")
-    factories.trainer(courses=[course], **trainer_fields)
+    course = helpers.course(title="Python for Kids")
+    helpers.trainer(courses=[course], **trainer_fields)
     purchase = buy(signed_post, course)
 
     waitlisted = allocate(purchase)
@@ -394,8 +386,8 @@ def test_purchase_is_waitlisted_naming_the_rule_no_trainer_meets(
 def test_purchase_is_waitlisted_when_the_only_trainer_is_reserved_then(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(title="Python for Kids")
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course(title="Python for Kids")
+    trainer = helpers.trainer(courses=[course])
     first = allocate(buy(signed_post, course))
     assert first.trainer_id == trainer.pk
 
@@ -412,8 +404,8 @@ def test_purchase_is_waitlisted_when_the_only_trainer_is_reserved_then(
 def test_purchase_of_a_course_nobody_teaches_is_waitlisted_saying_so(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course(title="Robotics")
-    factories.trainer(courses=[factories.course()])
+    course = helpers.course(title="Robotics")
+    helpers.trainer(courses=[helpers.course()])
 
     waitlisted = allocate(buy(signed_post, course))
 
@@ -424,10 +416,10 @@ def test_purchase_of_a_course_nobody_teaches_is_waitlisted_saying_so(
 
 
 def test_waitlist_reason_counts_the_most_common_rule(signed_post: SignedPost) -> None:
-    course = factories.course(title="Scratch")
-    factories.trainer(courses=[course], is_active=False)
-    factories.trainer(courses=[course], weekdays=[6])
-    factories.trainer(courses=[course], weekdays=[6])
+    course = helpers.course(title="Scratch")
+    helpers.trainer(courses=[course], is_active=False)
+    helpers.trainer(courses=[course], weekdays=[6])
+    helpers.trainer(courses=[course], weekdays=[6])
 
     waitlisted = allocate(buy(signed_post, course))
 
@@ -440,8 +432,8 @@ def test_waitlist_reason_counts_the_most_common_rule(signed_post: SignedPost) ->
 def test_waitlisting_twice_writes_nothing_the_second_time(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], is_active=False)
+    course = helpers.course()
+    helpers.trainer(courses=[course], is_active=False)
     purchase = allocate(buy(signed_post, course))
     assert purchase.status == Purchase.Status.WAITLISTED
     traces = TraceEvent.objects.count()
@@ -478,8 +470,8 @@ def reservation_for(
 def test_database_refuses_two_overlapping_reservations_of_one_trainer(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     first, second = buy(signed_post, course), buy(signed_post, course)
     reservation_for(
         first, trainer, FIRST_SESSION, FIRST_SESSION + dt.timedelta(hours=1)
@@ -500,8 +492,8 @@ def test_database_refuses_two_overlapping_reservations_of_one_trainer(
 
 
 def test_database_accepts_back_to_back_reservations(signed_post: SignedPost) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     first, second = buy(signed_post, course), buy(signed_post, course)
     hour = dt.timedelta(hours=1)
 
@@ -514,10 +506,10 @@ def test_database_accepts_back_to_back_reservations(signed_post: SignedPost) -> 
 def test_database_accepts_overlapping_reservations_of_different_trainers(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
+    course = helpers.course()
     asha, vikram = (
-        factories.trainer(courses=[course]),
-        factories.trainer(courses=[course]),
+        helpers.trainer(courses=[course]),
+        helpers.trainer(courses=[course]),
     )
     purchase = buy(signed_post, course)
     hour = dt.timedelta(hours=1)
@@ -533,10 +525,10 @@ def test_database_accepts_overlapping_reservations_of_different_trainers(
 def test_a_trainer_reserved_at_an_overlapping_time_is_passed_over(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    best = factories.trainer(courses=[course], name="Best")
-    next_best = factories.trainer(
-        courses=[course], name="Next", longitude=factories.HOME[1] + 0.02
+    course = helpers.course()
+    best = helpers.trainer(courses=[course], name="Best")
+    next_best = helpers.trainer(
+        courses=[course], name="Next", longitude=helpers.HOME[1] + 0.02
     )
     other = buy(signed_post, course)
     # Half past the first session's start, on the best trainer's calendar.
@@ -555,10 +547,10 @@ def test_a_trainer_reserved_at_an_overlapping_time_is_passed_over(
 def test_best_trainer_reserved_meanwhile_makes_allocation_take_the_next(
     signed_post: SignedPost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    course = factories.course()
-    best = factories.trainer(courses=[course], name="Best")
-    next_best = factories.trainer(
-        courses=[course], name="Next", longitude=factories.HOME[1] + 0.02
+    course = helpers.course()
+    best = helpers.trainer(courses=[course], name="Best")
+    next_best = helpers.trainer(
+        courses=[course], name="Next", longitude=helpers.HOME[1] + 0.02
     )
     rival = buy(signed_post, course)
     purchase = buy(signed_post, course)
@@ -593,8 +585,8 @@ def test_best_trainer_reserved_meanwhile_makes_allocation_take_the_next(
 
 
 def test_capacity_is_never_exceeded(signed_post: SignedPost) -> None:
-    course = factories.course(title="Python for Kids")
-    trainer = factories.trainer(courses=[course], max_active_students=2)
+    course = helpers.course(title="Python for Kids")
+    trainer = helpers.trainer(courses=[course], max_active_students=2)
     purchases = [
         buy(signed_post, course, time_slot=slot) for slot in ("10:00", "12:00", "14:00")
     ]
@@ -613,8 +605,8 @@ def test_capacity_is_never_exceeded(signed_post: SignedPost) -> None:
 def test_trainer_filled_up_meanwhile_is_not_overbooked(
     signed_post: SignedPost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], max_active_students=1)
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], max_active_students=1)
     rival = buy(signed_post, course, time_slot="10:00")
     purchase = buy(signed_post, course)
     real_verdicts = trainer_verdicts
@@ -640,8 +632,8 @@ def test_trainer_filled_up_meanwhile_is_not_overbooked(
 def test_refund_cancels_future_sessions_and_releases_the_trainer(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     purchase = allocate(buy(signed_post, course))
     assert len(sessions_materialise(purchase_id=purchase.pk, now=NOW)) == 7
 
@@ -664,8 +656,8 @@ def test_refund_cancels_future_sessions_and_releases_the_trainer(
 
 
 def test_refunding_twice_is_a_duplicate(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = allocate(buy(signed_post, course))
     refund(signed_post, purchase)
     traces = TraceEvent.objects.count()
@@ -687,8 +679,8 @@ def test_refunding_twice_is_a_duplicate(signed_post: SignedPost) -> None:
 def test_refund_frees_the_trainer_for_a_waitlisted_purchase(
     signed_post: SignedPost, capacity: int, second_slot: str, rule: Rule
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], max_active_students=capacity)
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], max_active_students=capacity)
     first = allocate(buy(signed_post, course))
     waiting = allocate(buy(signed_post, course, time_slot=second_slot))
     assert waiting.status == Purchase.Status.WAITLISTED
@@ -706,8 +698,8 @@ def test_refund_frees_the_trainer_for_a_waitlisted_purchase(
 
 
 def test_waitlist_retry_leaves_unfit_purchases_waiting(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], is_active=False)
+    course = helpers.course()
+    helpers.trainer(courses=[course], is_active=False)
     waiting = allocate(buy(signed_post, course))
 
     assert waitlist_reallocate(actor="reallocate_waitlist") == 0
@@ -717,8 +709,8 @@ def test_waitlist_retry_leaves_unfit_purchases_waiting(signed_post: SignedPost) 
 
 
 def test_refunded_purchase_is_never_allocated(signed_post: SignedPost) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     refund(signed_post, purchase)
 
@@ -735,9 +727,9 @@ def test_refunded_purchase_is_never_allocated(signed_post: SignedPost) -> None:
 def test_trainer_verdicts_for_all_trainers_include_those_not_teaching(
     signed_post: SignedPost, django_assert_max_num_queries: Any
 ) -> None:
-    course = factories.course()
-    teacher = factories.trainer(courses=[course])
-    outsider = factories.trainer(courses=[factories.course()])
+    course = helpers.course()
+    teacher = helpers.trainer(courses=[course])
+    outsider = helpers.trainer(courses=[helpers.course()])
     purchase = Purchase.objects.select_related("course").get(
         pk=buy(signed_post, course).pk
     )
@@ -757,8 +749,8 @@ def test_trainer_verdicts_for_all_trainers_include_those_not_teaching(
 def test_trainer_verdicts_see_active_allocations_and_reserved_time(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], max_active_students=1)
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], max_active_students=1)
     allocate(buy(signed_post, course))
     purchase = Purchase.objects.select_related("course").get(
         pk=buy(signed_post, course).pk
@@ -784,13 +776,13 @@ def test_fitting_only_verdicts_are_exactly_the_fitting_ones_of_the_full_roster(
     would pick, in the same order, on a varied roster with reservations, full
     trainers, travel limits, weekdays and working hours."""
     rnd = random.Random(20300107)  # noqa: S311 (a reproducible roster)
-    home_course = factories.course(mode="home")
-    online_course = factories.course(mode="online")
+    home_course = helpers.course(mode="home")
+    online_course = helpers.course(mode="online")
     for _ in range(60):
-        factories.trainer(
+        helpers.trainer(
             courses=rnd.sample([home_course, online_course], rnd.randint(1, 2)),
-            latitude=factories.HOME[0] + rnd.uniform(-0.12, 0.12),
-            longitude=factories.HOME[1] + rnd.uniform(-0.12, 0.12),
+            latitude=helpers.HOME[0] + rnd.uniform(-0.12, 0.12),
+            longitude=helpers.HOME[1] + rnd.uniform(-0.12, 0.12),
             max_travel_km=rnd.choice([3, 6, 10]),
             max_active_students=rnd.choice([1, 2, 4]),
             weekdays=sorted(rnd.sample(range(7), rnd.randint(4, 7))),
@@ -826,7 +818,7 @@ def test_fitting_only_verdicts_are_exactly_the_fitting_ones_of_the_full_roster(
 
 def _where(rnd: random.Random) -> dict[str, str]:
     return {
-        "latitude": str(factories.HOME[0] + rnd.uniform(-0.1, 0.1)),
-        "longitude": str(factories.HOME[1] + rnd.uniform(-0.1, 0.1)),
+        "latitude": str(helpers.HOME[0] + rnd.uniform(-0.1, 0.1)),
+        "longitude": str(helpers.HOME[1] + rnd.uniform(-0.1, 0.1)),
         "delivery_mode": rnd.choice(["WEEKDAY_DAILY", "SUNDAY_ONLY"]),
     }

@@ -18,7 +18,8 @@ from django.test.utils import CaptureQueriesContext
 from fulfillment import tasks
 from fulfillment.models import Course, Purchase
 from fulfillment.testing import stripe_events
-from tests import factories
+from tests import helpers
+from tests.helpers import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -26,14 +27,14 @@ SignedPost = Callable[..., Any]
 
 
 def roster(size: int) -> Course:
-    course = factories.course()
+    course = helpers.course()
     for number in range(size):
-        factories.trainer(courses=[course], longitude=77.61 + number / 1000)
+        helpers.trainer(courses=[course], longitude=77.61 + number / 1000)
     return course
 
 
 def pay(signed_post: SignedPost, course: Course) -> tuple[str, str]:
-    metadata = factories.metadata(course=course)
+    metadata = helpers.metadata_for(course=course)
     response = signed_post(stripe_events.payment_intent_succeeded(metadata=metadata))
     assert response.json()["status"] == "accepted"
     return response.json()["purchase_id"], metadata["student_id"]
@@ -41,7 +42,7 @@ def pay(signed_post: SignedPost, course: Course) -> tuple[str, str]:
 
 def stage_counts(signed_post: SignedPost, course: Course) -> dict[str, int]:
     counts: dict[str, int] = {}
-    metadata = factories.metadata(course=course)
+    metadata = helpers.metadata_for(course=course)
     event = stripe_events.payment_intent_succeeded(metadata=metadata)
     with CaptureQueriesContext(connection) as webhook:
         purchase_id = signed_post(event).json()["purchase_id"]
@@ -86,7 +87,6 @@ def test_allocation_reads_the_same_whatever_the_number_of_trainers(
 def test_a_payment_makes_one_learnings_refresh_for_the_whole_pipeline(
     signed_post: SignedPost,
 ) -> None:
-    from tests.conftest import jobs
 
     course = roster(2)
     purchase_id, student_id = pay(signed_post, course)

@@ -21,10 +21,10 @@ from fulfillment.models import (
     WebhookDelivery,
 )
 from fulfillment.services.allocation import purchase_allocate
+from fulfillment.services.sessions import sessions_materialise
 from fulfillment.testing import stripe_events
-from tests import factories
-from tests.conftest import jobs
-from tests.test_admin_access import buy, sign_in, waitlist
+from tests import helpers
+from tests.helpers import buy, jobs, sign_in, waitlisted
 
 pytestmark = pytest.mark.django_db
 
@@ -50,12 +50,12 @@ def candidate_rows(page: str) -> list[str]:
 def test_the_assign_page_lists_fitting_trainers_first_and_the_rule_each_other_breaks(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course(title="Robotics")
-    factories.trainer(courses=[course], name="Off Duty", work_end="16:30")
-    factories.trainer(courses=[course], name="Far Away", max_travel_km=0.5)
-    factories.trainer(courses=[course], name="Second", longitude=77.64)
-    factories.trainer(courses=[course], name="Best")
-    factories.trainer(courses=[factories.course()], name="Other Course")
+    course = helpers.course(title="Robotics")
+    helpers.trainer(courses=[course], name="Off Duty", work_end="16:30")
+    helpers.trainer(courses=[course], name="Far Away", max_travel_km=0.5)
+    helpers.trainer(courses=[course], name="Second", longitude=77.64)
+    helpers.trainer(courses=[course], name="Best")
+    helpers.trainer(courses=[helpers.course()], name="Other Course")
     purchase = buy(signed_post, course)
     sign_in(client, "Operations")
 
@@ -86,9 +86,9 @@ def test_the_assign_page_lists_fitting_trainers_first_and_the_rule_each_other_br
 def test_choosing_a_fitting_trainer_allocates_and_starts_the_sessions(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], name="Asha Rao")
-    purchase = waitlist(buy(signed_post, factories.course()))
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], name="Asha Rao")
+    purchase = waitlisted(signed_post, helpers.course())
     Purchase.objects.filter(pk=purchase.pk).update(course=course)
     sign_in(client, "Operations", username="olivia")
 
@@ -113,8 +113,8 @@ def test_choosing_a_fitting_trainer_allocates_and_starts_the_sessions(
 def test_a_soft_rule_needs_a_reason_which_is_recorded(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    far = factories.trainer(courses=[course], name="Far", max_travel_km=0.5)
+    course = helpers.course()
+    far = helpers.trainer(courses=[course], name="Far", max_travel_km=0.5)
     purchase = buy(signed_post, course)
     sign_in(client, "Operations", username="olivia")
     url = f"/admin/fulfillment/purchase/{purchase.pk}/assign-trainer/"
@@ -134,8 +134,8 @@ def test_a_soft_rule_needs_a_reason_which_is_recorded(
 def test_a_hard_rule_is_refused_whatever_the_reason(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    inactive = factories.trainer(courses=[course], name="Gone", is_active=False)
+    course = helpers.course()
+    inactive = helpers.trainer(courses=[course], name="Gone", is_active=False)
     purchase = buy(signed_post, course)
     sign_in(client, "Operations")
 
@@ -151,7 +151,7 @@ def test_a_hard_rule_is_refused_whatever_the_reason(
 def test_the_assign_action_opens_the_assign_page_for_one_purchase(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
+    course = helpers.course()
     first, second = buy(signed_post, course), buy(signed_post, course)
     sign_in(client, "Operations")
 
@@ -178,9 +178,9 @@ def test_the_assign_action_opens_the_assign_page_for_one_purchase(
 def test_retry_now_from_the_dashboard_allocates_and_comes_back(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    purchase = waitlist(buy(signed_post, course))
-    factories.trainer(courses=[course], name="New Hire")
+    course = helpers.course()
+    purchase = waitlisted(signed_post, course)
+    helpers.trainer(courses=[course], name="New Hire")
     sign_in(client, "Operations", username="olivia")
 
     response = client.post(
@@ -199,7 +199,7 @@ def test_retry_now_from_the_dashboard_allocates_and_comes_back(
 def test_retry_never_redirects_off_site(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = buy(signed_post, factories.course())
+    purchase = buy(signed_post, helpers.course())
     sign_in(client, "Operations")
 
     response = client.post(
@@ -213,11 +213,9 @@ def test_retry_never_redirects_off_site(
 def test_the_retry_action_retries_every_selected_waiting_purchase(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    waiting = [
-        waitlist(buy(signed_post, course, time_slot=t)) for t in ("10:00", "12:00")
-    ]
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    waiting = [waitlisted(signed_post, course, time_slot=t) for t in ("10:00", "12:00")]
+    helpers.trainer(courses=[course])
     sign_in(client, "Operations")
 
     response = client.post(
@@ -238,7 +236,7 @@ def test_the_retry_action_retries_every_selected_waiting_purchase(
 
 def flagged(signed_post: SignedPost, **metadata: str) -> Payment:
     event = stripe_events.payment_intent_succeeded(
-        metadata=factories.metadata(course=factories.course(), **metadata)
+        metadata=helpers.metadata_for(course=helpers.course(), **metadata)
     )
     assert signed_post(event).json()["status"] == "needs_attention"
     return Payment.objects.get(payment_intent=event["data"]["object"]["id"])
@@ -297,7 +295,7 @@ def test_still_wrong_metadata_is_shown_on_its_field_and_nothing_is_saved(
 def test_retrying_a_failed_job_group_requeues_its_jobs(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = buy(signed_post, factories.course())
+    purchase = buy(signed_post, helpers.course())
     [job] = jobs("allocate_trainer", args={"purchase_id": str(purchase.pk)})
     with connection.cursor() as cursor:
         cursor.execute(
@@ -321,8 +319,8 @@ def test_retrying_a_failed_job_group_requeues_its_jobs(
 def test_the_purchase_page_explains_shows_the_trace_and_offers_the_fixes(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course(title="Robotics")
-    purchase = waitlist(buy(signed_post, course, student_name="Ira"))
+    course = helpers.course(title="Robotics")
+    purchase = waitlisted(signed_post, course, student_name="Ira")
     sign_in(client, "Operations")
 
     page = text(client.get(f"/admin/fulfillment/purchase/{purchase.pk}/change/"))
@@ -338,10 +336,9 @@ def test_the_purchase_page_explains_shows_the_trace_and_offers_the_fixes(
 def test_the_purchase_page_of_an_allocated_purchase_shows_its_sessions(
     client: Client, signed_post: SignedPost
 ) -> None:
-    from fulfillment.services.sessions import sessions_materialise
 
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     purchase_allocate(purchase_id=purchase.pk, actor="test")
     sessions_materialise(purchase_id=purchase.pk)
@@ -366,8 +363,8 @@ def test_the_purchase_page_of_an_allocated_purchase_shows_its_sessions(
 def test_purchases_can_be_filtered_and_searched(
     client: Client, signed_post: SignedPost, query: str, expected: set[str]
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course], max_active_students=1)
+    course = helpers.course()
+    helpers.trainer(courses=[course], max_active_students=1)
     allocated = buy(
         signed_post,
         course,
@@ -375,7 +372,7 @@ def test_purchases_can_be_filtered_and_searched(
         student_email="ade@example.com",
     )
     purchase_allocate(purchase_id=allocated.pk, actor="test")
-    waitlist(buy(signed_post, course, student_name="Waiting Wu"))
+    waitlisted(signed_post, course, student_name="Waiting Wu")
     sign_in(client, "Operations")
 
     response = client.get(f"/admin/fulfillment/purchase/?{query}")
@@ -387,11 +384,11 @@ def test_purchases_can_be_filtered_and_searched(
 def test_purchases_can_be_found_by_payment_intent_course_and_trainer(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     purchase_allocate(purchase_id=purchase.pk, actor="test")
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     sign_in(client, "Operations")
 
     for query in (
@@ -406,8 +403,8 @@ def test_purchases_can_be_found_by_payment_intent_course_and_trainer(
 def test_the_trainer_pages_show_load_and_upcoming_sessions(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course(title="Robotics")
-    trainer = factories.trainer(courses=[course], name="Asha Rao")
+    course = helpers.course(title="Robotics")
+    trainer = helpers.trainer(courses=[course], name="Asha Rao")
     purchase = buy(signed_post, course, student_name="Ira")
     purchase_allocate(purchase_id=purchase.pk, actor="test")
     sign_in(client, "Operations")
@@ -424,8 +421,8 @@ def test_the_trainer_pages_show_load_and_upcoming_sessions(
 def test_changing_a_trainer_retries_the_waitlist(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], is_active=False)
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], is_active=False)
     sign_in(client, "Operations")
     form = {
         "name": trainer.name,
@@ -470,8 +467,8 @@ def test_changing_a_trainer_retries_the_waitlist(
 def test_every_console_page_opens(
     client: Client, signed_post: SignedPost, path: str
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
     purchase_allocate(purchase_id=purchase.pk, actor="test")
     sign_in(client, "Operations")
@@ -482,7 +479,7 @@ def test_every_console_page_opens(
 def test_webhook_deliveries_are_read_only(
     client: Client, signed_post: SignedPost
 ) -> None:
-    buy(signed_post, factories.course())
+    buy(signed_post, helpers.course())
     delivery = WebhookDelivery.objects.get()
     sign_in(client, "Operations")
     url = f"/admin/fulfillment/webhookdelivery/{delivery.pk}/change/"

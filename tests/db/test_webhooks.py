@@ -21,7 +21,7 @@ from fulfillment.models import (
 )
 from fulfillment.queue import names
 from fulfillment.testing import demo, stripe_events
-from tests.conftest import jobs, load_event
+from tests.helpers import jobs, load_event
 
 pytestmark = pytest.mark.django_db
 

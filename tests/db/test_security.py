@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,9 +47,8 @@ from fulfillment.models import (
 from fulfillment.testing import stripe_events
 from fulfillment.web import api, webhooks
 from kcproject.logging import JsonFormatter, TextFormatter
-from tests import factories
-from tests.conftest import ROOT, load_event
-from tests.test_admin_access import buy, sign_in, waitlist
+from tests import helpers
+from tests.helpers import ROOT, buy, load_event, sign_in, waitlisted
 
 pytestmark = pytest.mark.django_db
 
@@ -66,12 +64,12 @@ def catalogue(db: None) -> None:
 
 
 def waiting_purchase(signed_post: SignedPost) -> Purchase:
-    return waitlist(buy(signed_post, factories.course()))
+    return waitlisted(signed_post, helpers.course())
 
 
 def flagged_payment(signed_post: SignedPost) -> Payment:
     event = stripe_events.payment_intent_succeeded(
-        metadata=factories.metadata(course=factories.course(), start_date="2026-02-30")
+        metadata=helpers.metadata_for(course=helpers.course(), start_date="2026-02-30")
     )
     assert signed_post(event).json()["status"] == "needs_attention"
     return Payment.objects.get(payment_intent=event["data"]["object"]["id"])
@@ -486,7 +484,7 @@ def superuser_client(client: Client) -> Client:
 
 @pytest.fixture
 def some_data(signed_post: SignedPost, catalogue: None) -> list[Purchase]:
-    course = factories.course()
+    course = helpers.course()
     bought = [
         buy(signed_post, course, student_name=name) for name in ("Asha Rao", "Ben Li")
     ]
@@ -836,7 +834,7 @@ def test_the_database_password_is_masked_on_the_debug_page() -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
         env={
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "kcproject.settings",

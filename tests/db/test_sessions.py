@@ -26,7 +26,7 @@ from fulfillment.services.sessions import (
     sessions_materialise,
 )
 from fulfillment.testing import stripe_events
-from tests import factories
+from tests import helpers
 
 pytestmark = pytest.mark.django_db
 
@@ -44,9 +44,9 @@ def allocated_purchase(
 ) -> Purchase:
     """A purchase bought through the webhook and allocated at ``NOW``."""
     if course is None:
-        course = factories.course()
-        factories.trainer(courses=[course])
-    fields = factories.metadata(course=course, **{"start_date": START, **metadata})
+        course = helpers.course()
+        helpers.trainer(courses=[course])
+    fields = helpers.metadata_for(course=course, **{"start_date": START, **metadata})
     body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
     assert body["status"] == "accepted", body
     purchase = purchase_allocate(purchase_id=body["purchase_id"], actor="test", now=NOW)
@@ -139,8 +139,8 @@ def test_materialise_bumps_the_learnings_version(signed_post: SignedPost) -> Non
 def test_materialise_does_nothing_for_a_waitlisted_purchase(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    fields = factories.metadata(course=course, start_date=START)
+    course = helpers.course()
+    fields = helpers.metadata_for(course=course, start_date=START)
     body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
     purchase = purchase_allocate(purchase_id=body["purchase_id"], actor="test", now=NOW)
     assert purchase.status == Purchase.Status.WAITLISTED
@@ -186,8 +186,8 @@ def test_top_up_with_nothing_passed_changes_nothing(signed_post: SignedPost) -> 
 def test_window_shrinks_only_when_the_schedule_runs_out_then_completes(
     signed_post: SignedPost,
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], max_active_students=1)
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], max_active_students=1)
     purchase = allocated_purchase(signed_post, course)
     sessions_materialise(purchase_id=purchase.pk, now=NOW)
 
@@ -211,7 +211,7 @@ def assert_capacity_is_free(
     signed_post: SignedPost, trainer: Trainer, course: Course
 ) -> None:
     # A full trainer (capacity 1) takes a new student once the course is over.
-    fields = factories.metadata(course=course, start_date="2030-02-04")
+    fields = helpers.metadata_for(course=course, start_date="2030-02-04")
     body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
     after = dt.datetime(2030, 1, 20, tzinfo=dt.UTC)
     purchase = purchase_allocate(
@@ -253,9 +253,9 @@ def test_refunded_purchase_passed_sessions_are_completed(
     # Sessions from Monday of last week, allocated and materialised back then.
     today = timezone.localdate()
     last_monday = today - dt.timedelta(days=today.weekday() + 7)
-    course = factories.course()
-    factories.trainer(courses=[course])
-    fields = factories.metadata(course=course, start_date=last_monday.isoformat())
+    course = helpers.course()
+    helpers.trainer(courses=[course])
+    fields = helpers.metadata_for(course=course, start_date=last_monday.isoformat())
     event = stripe_events.payment_intent_succeeded(metadata=fields)
     body = signed_post(event).json()
     then = dt.datetime.combine(last_monday, dt.time(9), tzinfo=KOLKATA)

@@ -19,8 +19,8 @@ from fulfillment.models import Course, Purchase, Trainer
 from fulfillment.services.allocation import purchase_allocate, waitlist_reallocate
 from fulfillment.testing import stripe_events
 from fulfillment.testing.demo import CATALOG
-from tests import factories
-from tests.conftest import jobs
+from tests import helpers
+from tests.helpers import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -378,7 +378,7 @@ def test_imported_trainer_is_found_by_the_waitlist_retry(
 ) -> None:
     import_file({"courses": catalogue()["courses"]})
     course = Course.objects.get(pk=COURSE_A)
-    fields = factories.metadata(course=course, latitude="12.97", longitude="77.6")
+    fields = helpers.metadata_for(course=course, latitude="12.97", longitude="77.6")
     body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
     waiting = purchase_allocate(purchase_id=body["purchase_id"], actor="test")
     assert waiting.status == Purchase.Status.WAITLISTED

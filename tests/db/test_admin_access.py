@@ -6,28 +6,21 @@ Also home to the helpers the other console tests share (``sign_in``, ``buy``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.apps import apps as django_apps
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.test import Client
 
-from fulfillment.models import Course, Purchase
-from fulfillment.services import allocation
-from fulfillment.testing import stripe_events
-from tests import factories
+from fulfillment.models import Purchase
+from tests import helpers
+from tests.helpers import ensure_groups, sign_in, waitlisted
 
 pytestmark = pytest.mark.django_db
 
 SignedPost = Callable[..., Any]
-
-_groups_migration = importlib.import_module(
-    "admin_ui.migrations.0001_operations_groups"
-)
 
 ACTION_PERMISSIONS = {
     "fulfillment.retry_allocation",
@@ -35,50 +28,6 @@ ACTION_PERMISSIONS = {
     "fulfillment.reprocess_payment",
     "fulfillment.retry_failed_jobs",
 }
-
-
-def ensure_groups() -> None:
-    """The groups the data migration made: a transactional test earlier in the
-    session flushes every table, migration data included."""
-    _groups_migration.create_groups(django_apps, None)
-
-
-def sign_in(
-    client: Client,
-    *groups: str,
-    staff: bool = True,
-    username: str = "",
-    permissions: tuple[str, ...] = (),
-) -> User:
-    ensure_groups()
-    user = User.objects.create_user(
-        username=username or "-".join(groups).lower() or "someone",
-        password="irrelevant",
-        is_staff=staff,
-    )
-    user.groups.set(Group.objects.filter(name__in=groups))
-    for name in permissions:
-        app_label, codename = name.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client.force_login(user)
-    return user
-
-
-def buy(signed_post: SignedPost, course: Course, **metadata: str) -> Purchase:
-    """A purchase from a signed delivery; sessions from next week at 4 PM."""
-    fields = factories.metadata(course=course, **metadata)
-    body = signed_post(stripe_events.payment_intent_succeeded(metadata=fields)).json()
-    assert body["status"] == "accepted", body
-    return Purchase.objects.select_related("payment").get(pk=body["purchase_id"])
-
-
-def waitlist(purchase: Purchase) -> Purchase:
-    allocation.purchase_allocate(purchase_id=purchase.pk, actor="allocate_trainer")
-    purchase.refresh_from_db()
-    assert purchase.status == Purchase.Status.WAITLISTED, purchase.status_reason
-    return purchase
 
 
 def group_permissions(name: str) -> set[str]:
@@ -156,7 +105,7 @@ def test_people_who_are_not_staff_are_sent_to_the_login_page(
 def test_staff_without_a_group_see_no_fulfilment_data(
     client: Client, signed_post: SignedPost
 ) -> None:
-    waitlist(buy(signed_post, factories.course()))
+    waitlisted(signed_post, helpers.course())
     sign_in(client)
 
     page = client.get("/admin/").content.decode()
@@ -172,7 +121,7 @@ def test_staff_without_a_group_see_no_fulfilment_data(
 def test_support_sees_the_dashboard_and_pages_without_any_way_to_act(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase = waitlist(buy(signed_post, factories.course()))
+    purchase = waitlisted(signed_post, helpers.course())
     sign_in(client, "Support")
 
     dashboard = client.get("/admin/").content.decode()
@@ -202,7 +151,7 @@ def test_support_sees_the_dashboard_and_pages_without_any_way_to_act(
 def test_support_is_refused_every_action(
     client: Client, signed_post: SignedPost, method: str, path: str
 ) -> None:
-    purchase = waitlist(buy(signed_post, factories.course()))
+    purchase = waitlisted(signed_post, helpers.course())
     sign_in(client, "Support")
 
     url = path.format(purchase=purchase.pk, payment=purchase.payment_id)
@@ -216,9 +165,9 @@ def test_support_is_refused_every_action(
 def test_each_action_needs_its_own_permission(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    purchase = waitlist(buy(signed_post, course))
-    trainer = factories.trainer(courses=[course])
+    course = helpers.course()
+    purchase = waitlisted(signed_post, course)
+    trainer = helpers.trainer(courses=[course])
     sign_in(client, "Support", permissions=("fulfillment.assign_trainer",))
 
     retry = client.post(f"/admin/fulfillment/purchase/{purchase.pk}/retry-allocation/")

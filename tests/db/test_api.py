@@ -16,7 +16,7 @@ from fulfillment.models import Course, Purchase
 from fulfillment.services.allocation import purchase_allocate
 from fulfillment.services.sessions import sessions_materialise
 from fulfillment.testing import stripe_events
-from tests import factories
+from tests import helpers
 
 NOW = dt.datetime(2030, 1, 1, 6, 0, tzinfo=dt.UTC)
 START = "2030-01-07"
@@ -36,7 +36,7 @@ def get(client: Client, url: str) -> Any:
 def buy(
     signed_post: SignedPost, course: Course, **metadata: str
 ) -> tuple[Purchase, dict[str, Any]]:
-    fields = factories.metadata(course=course, **{"start_date": START, **metadata})
+    fields = helpers.metadata_for(course=course, **{"start_date": START, **metadata})
     event = stripe_events.payment_intent_succeeded(metadata=fields)
     body = signed_post(event).json()
     assert body["status"] == "accepted", body
@@ -104,8 +104,8 @@ def test_api_scheme_is_case_insensitive(client: Client) -> None:
 def test_purchase_detail_of_an_allocated_purchase(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    trainer = factories.trainer(courses=[course], name="Asha Rao")
+    course = helpers.course()
+    trainer = helpers.trainer(courses=[course], name="Asha Rao")
     purchase, event = buy(signed_post, course)
     allocate(purchase)
     sessions_materialise(purchase_id=purchase.pk, now=NOW)
@@ -154,7 +154,7 @@ def test_purchase_detail_of_an_allocated_purchase(
 def test_purchase_detail_while_allocation_is_pending(
     client: Client, signed_post: SignedPost
 ) -> None:
-    purchase, _ = buy(signed_post, factories.course())
+    purchase, _ = buy(signed_post, helpers.course())
 
     body = get(client, f"/api/purchases/{purchase.pk}").json()
 
@@ -170,7 +170,7 @@ def test_purchase_detail_while_allocation_is_pending(
 def test_purchase_detail_of_a_waitlisted_purchase_explains_why(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course(title="Robotics")
+    course = helpers.course(title="Robotics")
     purchase, _ = buy(signed_post, course)
     purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)
 
@@ -210,8 +210,8 @@ def test_api_is_read_only(client: Client) -> None:
 def test_learnings_are_served_from_cache_until_a_change(
     client: Client, signed_post: SignedPost, django_assert_max_num_queries: Any
 ) -> None:
-    course = factories.course(title="Python for Kids")
-    trainer = factories.trainer(courses=[course], name="Asha Rao")
+    course = helpers.course(title="Python for Kids")
+    trainer = helpers.trainer(courses=[course], name="Asha Rao")
     purchase, _ = buy(signed_post, course)
     url = f"/api/students/{purchase.student_id}/learnings"
     first = get(client, url)
@@ -247,7 +247,7 @@ def test_learnings_are_served_from_cache_until_a_change(
 def test_learnings_list_every_purchase_of_the_student(
     client: Client, signed_post: SignedPost
 ) -> None:
-    first_course, second_course = factories.course(), factories.course()
+    first_course, second_course = helpers.course(), helpers.course()
     first, _ = buy(signed_post, first_course)
     student_id = str(first.student_id)
     second, _ = buy(signed_post, second_course, student_id=student_id)
@@ -275,8 +275,8 @@ def test_learnings_of_an_unknown_student_are_404(client: Client) -> None:
 def test_trace_by_payment_intent_and_by_purchase_id_tell_the_same_story(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase, event = buy(signed_post, course)
     allocate(purchase)
     payment_intent = event["data"]["object"]["id"]
@@ -315,8 +315,8 @@ def test_trace_by_payment_intent_and_by_purchase_id_tell_the_same_story(
 def test_trace_of_a_refunded_purchase_ends_with_the_refund(
     client: Client, signed_post: SignedPost
 ) -> None:
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase, event = buy(signed_post, course)
     allocate(purchase)
     payment_intent = event["data"]["object"]["id"]
@@ -335,7 +335,7 @@ def test_trace_of_a_refunded_purchase_ends_with_the_refund(
 def test_trace_of_a_payment_needing_attention(
     client: Client, signed_post: SignedPost
 ) -> None:
-    fields = factories.metadata(course=factories.course(), course_id=str(uuid.uuid4()))
+    fields = helpers.metadata_for(course=helpers.course(), course_id=str(uuid.uuid4()))
     event = stripe_events.payment_intent_succeeded(metadata=fields)
     assert signed_post(event).json()["status"] == "needs_attention"
     payment_intent = event["data"]["object"]["id"]
@@ -361,8 +361,8 @@ def test_trace_starts_with_the_delivery_that_began_it(
 ) -> None:
     # Committed transactions, as in production: PostgreSQL's now() is each
     # transaction's start, not the test's.
-    course = factories.course()
-    factories.trainer(courses=[course])
+    course = helpers.course()
+    helpers.trainer(courses=[course])
     purchase, _ = buy(signed_post, course)
 
     body = get(client, f"/api/payments/{purchase.pk}/trace").json()

@@ -49,8 +49,8 @@ from fulfillment.models import (
 )
 from fulfillment.testing import demo, stripe_events
 from kcproject.logging import JsonFormatter, TextFormatter
-from tests import factories
-from tests.conftest import load_event
+from tests import helpers
+from tests.helpers import load_event
 
 pytestmark = pytest.mark.django_db
 
@@ -418,7 +418,7 @@ metadata_keys = st.sampled_from(CONTRACT_FIELDS) | st.text(max_size=20)
 
 def valid_metadata() -> dict[str, str]:
     # An unsaved Course: strategies draw before the catalogue is seeded.
-    return factories.metadata(course=Course(pk=uuid.UUID(demo.PYTHON_FOR_KIDS)))
+    return helpers.metadata_for(course=Course(pk=uuid.UUID(demo.PYTHON_FOR_KIDS)))
 
 
 @st.composite
