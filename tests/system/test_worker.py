@@ -1,4 +1,4 @@
-"""The tuned worker (fulfillment/worker.py): its pool, its kept wake-ups and the
+"""The tuned worker (fulfillment/queue/worker.py): its pool, its kept wake-ups and the
 queue's planner statistics, against real PostgreSQL."""
 
 from __future__ import annotations
