@@ -160,12 +160,16 @@ def pay(**metadata: Any) -> tuple[str, str]:
 _groups_migration = importlib.import_module(
     "admin_ui.migrations.0001_operations_groups"
 )
+_jobs_permission_migration = importlib.import_module(
+    "admin_ui.migrations.0002_manage_jobs_permission"
+)
 
 
 def ensure_groups() -> None:
     """The groups the data migration made: a transactional test earlier in the
     session flushes every table, migration data included."""
     _groups_migration.create_groups(django_apps, None)
+    _jobs_permission_migration.add_permission(django_apps, None)
 
 
 def sign_in(

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from procrastinate.contrib.django.admin import ProcrastinateJobAdmin
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from admin_ui.admin.base import ReadOnlyAdmin
 from admin_ui.views import failed_jobs
+from admin_ui.views.base import operator_name
 from fulfillment import models
+from fulfillment.services import operations
 
 
 @admin.register(models.JobFailure)
@@ -51,3 +57,63 @@ class JobFailureAdmin(ReadOnlyAdmin[models.JobFailure]):
             ),
             *super().get_urls(),
         ]
+
+
+# procrastinate's own job pages, with actions that check permissions: its
+# actions declare none (so the view-only Support group could cancel, abort and
+# retry), and its retry accepts a job that is still running (it then runs twice).
+admin.site.unregister(ProcrastinateJob)
+
+
+@admin.register(ProcrastinateJob)
+class JobAdmin(ProcrastinateJobAdmin):
+    actions = ["retry_failed", "cancel_waiting", "abort_jobs"]
+
+    def has_retry_failed_jobs_permission(self, request: HttpRequest) -> bool:
+        return failed_jobs.has_permission(request)
+
+    def has_manage_jobs_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("fulfillment.manage_jobs")
+
+    @admin.action(description="Retry failed jobs", permissions=["retry_failed_jobs"])
+    def retry_failed(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]
+    ) -> None:
+        selected = list(queryset.values_list("id", flat=True))
+        retried = operations.failed_jobs_retry(
+            job_ids=selected, operator=operator_name(request)
+        )
+        self._report(request, done=retried, selected=len(selected), what="retried")
+
+    @admin.action(
+        description="Cancel waiting jobs (only 'todo')", permissions=["manage_jobs"]
+    )
+    def cancel_waiting(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]
+    ) -> None:
+        selected = list(queryset.values_list("id", flat=True))
+        cancelled = operations.jobs_cancel(
+            job_ids=selected, operator=operator_name(request), abort=False
+        )
+        self._report(request, done=cancelled, selected=len(selected), what="cancelled")
+
+    @admin.action(
+        description="Abort jobs ('todo' and 'doing')", permissions=["manage_jobs"]
+    )
+    def abort_jobs(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]
+    ) -> None:
+        selected = list(queryset.values_list("id", flat=True))
+        aborted = operations.jobs_cancel(
+            job_ids=selected, operator=operator_name(request), abort=True
+        )
+        self._report(request, done=aborted, selected=len(selected), what="aborted")
+
+    def _report(
+        self, request: HttpRequest, *, done: int, selected: int, what: str
+    ) -> None:
+        skipped = selected - done
+        text = f"{done} job(s) {what}."
+        if skipped:
+            text += f" {skipped} left alone: not in a state that allows it."
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)

@@ -236,9 +236,10 @@ def payment_reprocess(
 
 
 def failed_jobs_retry(*, job_ids: Iterable[int], operator: str) -> int:
-    """Run failed jobs again as soon as a worker is free; jobs no longer failed
-    are left alone. Each retried job's purchase gets the action in its trace.
-    One transaction; returns how many jobs were put back in the queue."""
+    """Run failed jobs again as soon as a worker is free; jobs in any other
+    state are left alone (a job still running would run twice). Each retried
+    job's purchase gets the action in its trace. One transaction; returns how
+    many jobs were put back in the queue."""
     now = timezone.now()
     retried: list[ProcrastinateJob] = []
     with transaction.atomic():
@@ -303,3 +304,22 @@ def _require_waiting(purchase: Purchase, *, action: str) -> None:
     if purchase.status not in WAITING_STATUSES:
         label = Purchase.Status(purchase.status).label.lower()
         raise OperationRefused(f"This purchase is {label}: nothing to {action}.")
+
+
+def jobs_cancel(*, job_ids: Iterable[int], operator: str, abort: bool) -> int:
+    """Cancel jobs still waiting (``todo``) and, with ``abort``, ask running ones
+    to stop; finished jobs are left alone. Returns how many were cancelled or
+    asked to abort."""
+    statuses = ("todo", "doing") if abort else ("todo",)
+    changed = 0
+    with transaction.atomic():
+        for job in ProcrastinateJob.objects.select_for_update().filter(
+            id__in=list(job_ids), status__in=statuses
+        ):
+            if queue.job_manager.cancel_job_by_id(job.id, abort=abort):
+                changed += 1
+    logger.info(
+        "jobs cancelled by operator",
+        extra={"count": changed, "abort": abort, "operator": operator},
+    )
+    return changed
