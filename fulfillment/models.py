@@ -105,6 +105,30 @@ class Student(models.Model):
         return self.name
 
 
+class CachedLearnings(models.Model):
+    """A student's learnings as last computed, for one ``learnings_version``.
+
+    One row per student, replaced in place: no culling and no count per write
+    (Django's database cache does both). A row for an older version is simply
+    not served; a refresh never overwrites a newer version (services/cache.py).
+    The payload is a pickled ``selectors.purchases.StudentLearnings``, like
+    Django's database cache values: only this service writes the table.
+    """
+
+    student = models.OneToOneField(
+        Student,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="cached_learnings",
+    )
+    version = models.PositiveBigIntegerField()
+    payload = models.BinaryField()
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"learnings of {self.student_id} v{self.version}"
+
+
 class Payment(models.Model):
     """A succeeded PaymentIntent. Money taken is never dropped: if its metadata
     cannot become a purchase, the payment is kept with ``attention_reason``."""
@@ -202,11 +226,23 @@ class Purchase(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     allocated_at = models.DateTimeField(null=True, blank=True)
+    # When the waitlist sweep last tried this purchase; None: not since it was
+    # waitlisted, or since something changed that may let it fit.
+    waitlist_checked_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # The sweep's order: never tried since the last change first, then
+            # the longest untried; the soonest start first among equals.
+            models.Index(
+                fields=["waitlist_checked_at", "start_date"],
+                condition=Q(status="waitlisted"),
+                name="purchase_waitlist_order",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="purchase_total_sessions_allowed",

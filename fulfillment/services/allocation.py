@@ -14,6 +14,7 @@ import uuid
 
 import psycopg.errors
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from fulfillment import queue
@@ -189,23 +190,59 @@ def allocation_release(*, purchase: Purchase, now: dt.datetime) -> int:
     )
 
 
-def waitlist_reallocate(*, actor: str, limit: int = 500) -> int:
-    """Try every waitlisted purchase again, oldest first, each in its own
-    transaction. Returns how many got a trainer. Safe to run concurrently:
-    each attempt locks its purchase and re-checks its status."""
-    waiting = list(
-        Purchase.objects.filter(status=Purchase.Status.WAITLISTED)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+# Purchases one sweep retries: its cost is bounded whatever the waitlist's length;
+# a sweep that leaves purchases untried since the last change defers the next.
+WAITLIST_BATCH = 200
+
+
+def waitlist_retry_soon() -> None:
+    """Something changed that may let waitlisted purchases fit (the catalogue, a
+    trainer's capacity): mark every one untried and defer a sweep (coalesced
+    with one already waiting). In the caller's transaction; one statement over
+    the waitlist's index."""
+    Purchase.objects.filter(
+        status=Purchase.Status.WAITLISTED, waitlist_checked_at__isnull=False
+    ).update(waitlist_checked_at=None)
+    queue.defer(names.REALLOCATE_WAITLIST)
+
+
+def waitlist_reallocate(
+    *, actor: str, limit: int = WAITLIST_BATCH, now: dt.datetime | None = None
+) -> int:
+    """Try up to ``limit`` waitlisted purchases again, each in its own
+    transaction, and return how many got a trainer.
+
+    Untried since the last change first, then the longest untried, the soonest
+    start first among equals: every purchase is retried in turn, however long
+    the waitlist. The batch is claimed (marked tried) with ``SKIP LOCKED``, so
+    concurrent sweeps take different purchases. When purchases untried since
+    a change remain, the next sweep is deferred at once.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        batch = list(
+            Purchase.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Purchase.Status.WAITLISTED)
+            .order_by(
+                F("waitlist_checked_at").asc(nulls_first=True),
+                "start_date",
+                "created_at",
+            )
+            .values_list("pk", flat=True)[:limit]
+        )
+        Purchase.objects.filter(pk__in=batch).update(waitlist_checked_at=now)
     allocated = 0
-    for purchase_id in waiting:
+    for purchase_id in batch:
         purchase = purchase_allocate(purchase_id=purchase_id, actor=actor)
         if purchase.status == Purchase.Status.ALLOCATED:
             allocated += 1
-    if waiting:
+    if Purchase.objects.filter(
+        status=Purchase.Status.WAITLISTED, waitlist_checked_at__isnull=True
+    ).exists():
+        queue.defer(names.REALLOCATE_WAITLIST)
+    if batch:
         logger.info(
             "waitlist retried",
-            extra={"waitlisted": len(waiting), "allocated": allocated},
+            extra={"tried": len(batch), "allocated": allocated},
         )
     return allocated

@@ -1,34 +1,31 @@
 """The app's cached views: a student's learnings.
 
-Cache keys carry ``Student.learnings_version``, which every change to the
+Each cached payload (``CachedLearnings``, one row per student) carries the
+``Student.learnings_version`` it was computed for, which every change to the
 student's purchases, allocations or sessions bumps in its own transaction. A
-reader that sees version *v* can therefore only ever be served a payload computed
-at or after *v*: invalidation is exactly as transactional as the change itself,
-and a slow refresh can never overwrite a newer payload with an older one.
+reader that sees version *v* is only ever served a payload computed for *v*:
+invalidation is exactly as transactional as the change itself, and a slow
+refresh can never overwrite a newer payload with an older one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from django.core.cache import cache
+from django.db import connection
 from django.db.models import F
 
 from fulfillment import queue
-from fulfillment.models import Student
+from fulfillment.models import CachedLearnings, Student
 from fulfillment.queue import names
 from fulfillment.selectors.purchases import StudentLearnings, student_learnings
 
 logger = logging.getLogger(__name__)
-
-
-def learnings_cache_key(*, student_id: uuid.UUID, version: int) -> str:
-    # v2: the value is a ``StudentLearnings`` (v1 held its JSON dict).
-    return f"learnings:v2:{student_id}:{version}"
 
 
 # Set while a pipeline stage changes a purchase whose next stage is deferred in
@@ -78,21 +75,41 @@ def learnings_refresh_defer(
 
 
 def learnings_get(*, student_id: uuid.UUID) -> StudentLearnings | None:
-    """The student's learnings, from the cache when fresh; computed and cached
-    otherwise. ``None`` when the student is unknown."""
-    version = (
+    """The student's learnings, cached for their current version when fresh;
+    computed and cached otherwise. ``None`` when the student is unknown. One
+    indexed read on a hit."""
+    row = (
         Student.objects.filter(pk=student_id)
-        .values_list("learnings_version", flat=True)
+        .values_list(
+            "learnings_version",
+            "cached_learnings__version",
+            "cached_learnings__payload",
+        )
         .first()
     )
-    if version is None:
+    if row is None:
         return None
-    key = learnings_cache_key(student_id=student_id, version=version)
-    payload: StudentLearnings | None = cache.get(key)
-    if payload is None:
-        payload = student_learnings(student_id=student_id)
-        cache.set(key, payload)
-    return payload
+    version, cached_version, payload = row
+    if cached_version == version and payload is not None:
+        cached: StudentLearnings = pickle.loads(payload)  # noqa: S301 (our own rows)
+        return cached
+    learnings = student_learnings(student_id=student_id)
+    _store(student_id=student_id, version=version, learnings=learnings)
+    return learnings
+
+
+def _store(*, student_id: uuid.UUID, version: int, learnings: StudentLearnings) -> None:
+    """Keep ``learnings`` as the payload of ``version`` unless a newer version
+    is already stored (a slow refresh must not overwrite a faster, newer one)."""
+    table = CachedLearnings._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} AS c (student_id, version, payload, computed_at) "  # noqa: S608
+            "VALUES (%s, %s, %s, now()) ON CONFLICT (student_id) DO UPDATE SET "
+            "version = EXCLUDED.version, payload = EXCLUDED.payload, "
+            "computed_at = EXCLUDED.computed_at WHERE c.version <= EXCLUDED.version",
+            [student_id, version, pickle.dumps(learnings)],
+        )
 
 
 def learnings_refresh(*, student_id: uuid.UUID) -> StudentLearnings | None:

@@ -15,11 +15,10 @@ from typing import Any
 
 from django.db import transaction
 
-from fulfillment import queue
 from fulfillment.domain.timeslots import parse_hhmm
 from fulfillment.exceptions import CatalogError
 from fulfillment.models import Course, Trainer
-from fulfillment.queue import names
+from fulfillment.services import allocation
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def catalog_import(*, data: object) -> ImportSummary:
             )
             obj.courses.set(course_ids)
             trainer_counts[0 if created else 1] += 1
-        queue.defer(names.REALLOCATE_WAITLIST)
+        allocation.waitlist_retry_soon()
     summary = ImportSummary(*course_counts, *trainer_counts)
     logger.info("catalogue imported", extra={"summary": str(summary)})
     return summary

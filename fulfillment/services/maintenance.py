@@ -27,7 +27,7 @@ from fulfillment.models import (
 )
 from fulfillment.queue import names
 from fulfillment.selectors.jobs import STALLED_JOBS
-from fulfillment.services import allocation
+from fulfillment.services import allocation, cache
 from fulfillment.services.sessions import SESSION_WINDOW
 from fulfillment.services.trace import trace_record
 
@@ -146,6 +146,9 @@ def invariants_reconcile(*, now: dt.datetime | None = None) -> ReconcileReport:
             Reservation.objects.filter(
                 allocation__purchase=purchase, during__startswith__gte=now
             ).delete()
+            # The student's sessions changed, and the trainer has room again.
+            cache.learnings_invalidate(student_id=purchase.student_id)
+            allocation.waitlist_retry_soon()
             _healed(
                 purchase,
                 f"Refunded purchase still had bookings; cancelled {cancelled} "

@@ -29,7 +29,6 @@ from fulfillment.models import (
     TraceEvent,
     Trainer,
 )
-from fulfillment.queue import names
 from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
 from fulfillment.services import allocation, purchases
 from fulfillment.services.trace import trace_record
@@ -283,9 +282,9 @@ def failed_jobs_retry(*, job_ids: Iterable[int], operator: str) -> int:
 
 
 def waitlist_recheck() -> None:
-    """Ask for the waitlist to be tried again soon (the catalogue changed), in
-    the caller's transaction; coalesced with any retry already waiting."""
-    queue.defer(names.REALLOCATE_WAITLIST)
+    """Ask for the whole waitlist to be tried again soon (the catalogue
+    changed), in the caller's transaction; coalesced with any retry waiting."""
+    allocation.waitlist_retry_soon()
 
 
 def _locked_purchase(purchase_id: uuid.UUID) -> Purchase:

@@ -263,7 +263,7 @@ def purchase_refund(
         reason=f"Refunded; {cancelled} upcoming sessions cancelled.",
         actor=actor,
     )
-    queue.defer(names.REALLOCATE_WAITLIST)
+    allocation.waitlist_retry_soon()
     return payment
 
 

@@ -15,7 +15,6 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from fulfillment import queue
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import (
     Purchase,
@@ -23,8 +22,8 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
-from fulfillment.queue import names
 from fulfillment.services import cache
+from fulfillment.services.allocation import waitlist_retry_soon
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def sessions_materialise(
             allocation.ended_at = now
             allocation.save(update_fields=["status", "ended_at"])
             # The trainer's capacity changed: waiting purchases may fit now.
-            queue.defer(names.REALLOCATE_WAITLIST)
+            waitlist_retry_soon()
         if created or completed:
             cache.learnings_invalidate(student_id=purchase.student_id)
             logger.info(
