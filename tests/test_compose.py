@@ -66,6 +66,7 @@ SETTINGS_VARIABLES = CONTRACT_VARIABLES | {
     "LOG_LEVEL",
     "WORKER_CONCURRENCY",
     "DJANGO_SECURE_COOKIES",
+    "DJANGO_STATIC_ROOT",
 }
 # Secrets compose must be given: the settings' three, and the database password.
 COMPOSE_SECRETS = (
@@ -463,6 +464,38 @@ def test_healthz_is_a_url_of_the_project(django_ready: None) -> None:
             continue
         return
     pytest.fail("/healthz, which the web healthcheck probes, is not routed")
+
+
+def test_dockerfile_collects_static_files_for_debug_off_after_copying_the_code(
+    django_ready: None,
+) -> None:
+    """WhiteNoise's manifest storage (DEBUG off) serves only what collectstatic
+    wrote: the image must run it, with the settings compose runs (DEBUG off)."""
+    instructions = _dockerfile_instructions()
+    runs = [
+        (index, shlex.split(arguments))
+        for index, (keyword, arguments) in enumerate(instructions)
+        if keyword == "RUN" and "collectstatic" in arguments
+    ]
+    assert len(runs) == 1, "the Dockerfile must run collectstatic once"
+    index, words = runs[0]
+    assignments = dict(
+        word.split("=", 1) for word in words if re.match(r"^[A-Z_]+=", word)
+    )
+    argv = [word for word in words if not re.match(r"^[A-Z_]+=", word)]
+    assert assignments.get("DJANGO_DEBUG") == "0"
+    for secret in COMPOSE_SECRETS[:3]:
+        assert assignments.get(secret), f"DEBUG off needs {secret} at build"
+    options = _manage_py_options(argv)
+    assert options.interactive is False, "collectstatic --noinput"
+    copies_code = [
+        i
+        for i, (keyword, arguments) in enumerate(instructions)
+        if keyword == "COPY" and _exec_form(arguments)[-2:-1] == ["."]
+    ]
+    assert copies_code and copies_code[0] < index, "collected before COPY . ."
+    users = [i for i, (keyword, _) in enumerate(instructions) if keyword == "USER"]
+    assert users and users[-1] < index, "collected as the user that runs the app"
 
 
 def test_dockerfile_builds_a_non_root_python_311_slim_image() -> None:
