@@ -359,7 +359,7 @@ def test_stop_grace_periods_outlast_graceful_shutdowns(
     options = _manage_py_options(_argv(worker["command"]))
     worker_timeout = float(
         getattr(options, "shutdown_graceful_timeout", None)
-        or settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]  # type: ignore[arg-type]
+        or settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
     )
     assert _seconds(worker["stop_grace_period"]) > worker_timeout
 
