@@ -19,6 +19,7 @@ from kcproject.env import (
     env_int,
     env_list,
     env_secret,
+    env_str,
     env_time_zone,
 )
 
@@ -73,6 +74,8 @@ if env_bool("FULFILMENT_BENCH", False):
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files before sessions and auth: no cookie, no query per file.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -148,8 +151,27 @@ TIME_ZONE = env_time_zone("TIME_ZONE", "Asia/Kolkata")
 USE_I18N = True
 USE_TZ = True
 
+# --- static files ----------------------------------------------------------------
+# WhiteNoise serves /static/ from the web process itself (gunicorn serves none).
+# With DEBUG off: hashed, compressed copies that `collectstatic` wrote to
+# STATIC_ROOT (the Dockerfile and tools/run.py run it), cached for a year; a page
+# naming a file the manifest lacks fails instead of showing an unstyled console.
+# With DEBUG on (development, and the test suite, which leaves DJANGO_DEBUG
+# unset): the apps' own files through the finders, with no collect step and no
+# manifest; tests/browser/test_console_under_gunicorn.py covers the DEBUG-off path under
+# gunicorn. Decided from DJANGO_DEBUG, not settings.DEBUG, which tests force off.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".data" / "static"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / ".data" / "static")))
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "admin:login"
 

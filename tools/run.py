@@ -1,7 +1,8 @@
 """``make run``: the whole service on one machine, in one terminal.
 
 1. a database: DATABASE_URL if set, else the embedded server (tools/devdb.py);
-2. migrations, the demo catalogue and an ``admin`` superuser (all idempotent);
+2. migrations, the demo catalogue and an ``admin`` superuser (all idempotent),
+   and with DJANGO_DEBUG=0 the static files WhiteNoise serves (collectstatic);
 3. the web app on http://127.0.0.1:8000 and one ``procrastinate worker``;
 4. a worker that exits (procrastinate stops one whose database connection
    broke) is replaced, as compose's restart policy does;
@@ -67,6 +68,16 @@ def wait_ready(web: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]) ->
     raise SystemExit(f"run: not healthy after {READY_TIMEOUT:.0f}s; see {url}")
 
 
+def collect_static_if_served_from_it() -> None:
+    """With DEBUG off, WhiteNoise serves only what collectstatic wrote (hashed
+    names from its manifest); with DEBUG on it reads the apps' files directly."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kcproject.settings")
+    from django.conf import settings
+
+    if not settings.DEBUG:
+        manage("collectstatic", "--noinput", "-v", "0")
+
+
 def banner(database: str, *, stops_database: bool) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kcproject.settings")
     from django.conf import settings
@@ -116,6 +127,7 @@ def main() -> int:
             os.environ["DATABASE_URL"] = devdb.start()
             database = "embedded PostgreSQL under .data/"
         manage("migrate", "--noinput", "-v", "0")
+        collect_static_if_served_from_it()
         manage("seed_demo")
         manage("ensure_admin", "--username", ADMIN_USER, "--password", ADMIN_PASSWORD)
         web = spawn("runserver", f"{HOST}:{PORT}", "--noreload")

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -93,9 +94,24 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """200 or 503 for anyone, with each check's ok flag; messages, workers (host,
+    pid, queues) and database errors only for staff or the API token."""
     checks = health_checks()
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse(
+    if not _may_read_health_details(request):
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
+    response = JsonResponse(
         {"status": "ok" if healthy else "failing", "checks": checks},
         status=200 if healthy else 503,
     )
+    # The body depends on who asks: no shared cache may hand details to others.
+    patch_vary_headers(response, ("Authorization", "Cookie"))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _may_read_health_details(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    return _bearer_token_valid(request)

@@ -376,7 +376,8 @@ def test_trace_starts_with_the_delivery_that_began_it(
 
 @pytest.mark.django_db
 def test_healthz_is_503_without_a_worker_heartbeat(client: Client) -> None:
-    response = client.get("/healthz")
+    # Details (detail, value) only with the token: tests/test_health_privacy.py.
+    response = client.get("/healthz", headers=auth())
 
     assert response.status_code == 503
     body = response.json()
@@ -394,7 +395,7 @@ def test_healthz_is_200_with_a_fresh_worker_heartbeat(client: Client) -> None:
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO procrastinate_workers DEFAULT VALUES")
 
-    response = client.get("/healthz")
+    response = client.get("/healthz", headers=auth())
 
     assert response.status_code == 200
     body = response.json()

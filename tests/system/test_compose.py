@@ -7,7 +7,11 @@
 - every command a container runs names something that exists in this project: a
   Django management command (with arguments its parser accepts) or an importable
   WSGI application; the files the Dockerfile copies exist;
-- every variable the compose file or .env.example sets is one the settings read.
+- every variable the compose file or .env.example sets is one the settings read;
+- compose refuses to start without real secrets (``${VAR:?message}``), and every
+  service that runs the app does so with DJANGO_DEBUG=0. Compose's interpolation is
+  re-implemented here from the Compose Specification, as no Docker engine or
+  compose plugin is needed; where ``docker compose`` exists it is asked too.
 
 No database is needed: nothing here requests the ``db`` fixture.
 """
@@ -63,7 +67,17 @@ SETTINGS_VARIABLES = CONTRACT_VARIABLES | {
     "LOG_LEVEL",
     "WORKER_CONCURRENCY",
     "DJANGO_SECURE_COOKIES",
+    "DJANGO_STATIC_ROOT",
 }
+# Secrets compose must be given: the settings' three, and the database password.
+COMPOSE_SECRETS = (
+    "DJANGO_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "FULFILMENT_API_TOKEN",
+    "POSTGRES_PASSWORD",
+)
+# Read by compose itself (interpolation), not by the settings.
+COMPOSE_VARIABLES = frozenset({"POSTGRES_PASSWORD"})
 
 _ENV_ASSIGNMENT = re.compile(r"^\s*(?:#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 _INTERPOLATION = re.compile(
@@ -453,6 +467,38 @@ def test_healthz_is_a_url_of_the_project(django_ready: None) -> None:
     pytest.fail("/healthz, which the web healthcheck probes, is not routed")
 
 
+def test_dockerfile_collects_static_files_for_debug_off_after_copying_the_code(
+    django_ready: None,
+) -> None:
+    """WhiteNoise's manifest storage (DEBUG off) serves only what collectstatic
+    wrote: the image must run it, with the settings compose runs (DEBUG off)."""
+    instructions = _dockerfile_instructions()
+    runs = [
+        (index, shlex.split(arguments))
+        for index, (keyword, arguments) in enumerate(instructions)
+        if keyword == "RUN" and "collectstatic" in arguments
+    ]
+    assert len(runs) == 1, "the Dockerfile must run collectstatic once"
+    index, words = runs[0]
+    assignments = dict(
+        word.split("=", 1) for word in words if re.match(r"^[A-Z_]+=", word)
+    )
+    argv = [word for word in words if not re.match(r"^[A-Z_]+=", word)]
+    assert assignments.get("DJANGO_DEBUG") == "0"
+    for secret in COMPOSE_SECRETS[:3]:
+        assert assignments.get(secret), f"DEBUG off needs {secret} at build"
+    options = _manage_py_options(argv)
+    assert options.interactive is False, "collectstatic --noinput"
+    copies_code = [
+        i
+        for i, (keyword, arguments) in enumerate(instructions)
+        if keyword == "COPY" and _exec_form(arguments)[-2:-1] == ["."]
+    ]
+    assert copies_code and copies_code[0] < index, "collected before COPY . ."
+    users = [i for i, (keyword, _) in enumerate(instructions) if keyword == "USER"]
+    assert users and users[-1] < index, "collected as the user that runs the app"
+
+
 def test_dockerfile_builds_a_non_root_python_311_slim_image() -> None:
     instructions = _dockerfile_instructions()
     keywords = [keyword for keyword, _ in instructions]
@@ -535,7 +581,7 @@ def test_compose_sets_and_interpolates_only_known_variables(
         match.group("braced") or match.group("bare")
         for match in _INTERPOLATION.finditer(text)
     }
-    unknown = sorted(interpolated - SETTINGS_VARIABLES)
+    unknown = sorted(interpolated - SETTINGS_VARIABLES - COMPOSE_VARIABLES)
     assert not unknown, f"docker-compose.yml interpolates unknown variables {unknown}"
     for name in APP_SERVICES:
         environment = services[name].get("environment", {})
@@ -552,19 +598,23 @@ def test_compose_sets_and_interpolates_only_known_variables(
 
 def test_env_example_documents_every_variable_and_only_known_ones() -> None:
     names = set(_env_example())
-    assert not names - SETTINGS_VARIABLES, (
-        f".env.example sets unknown variables {sorted(names - SETTINGS_VARIABLES)}"
+    known = SETTINGS_VARIABLES | COMPOSE_VARIABLES
+    assert not names - known, (
+        f".env.example sets unknown variables {sorted(names - known)}"
     )
-    missing = (CONTRACT_VARIABLES | {"LOG_FORMAT"}) - names
+    missing = (CONTRACT_VARIABLES | COMPOSE_VARIABLES | {"LOG_FORMAT"}) - names
     assert not missing, f".env.example does not document {sorted(missing)}"
 
 
-def test_env_example_holds_no_real_secrets() -> None:
+def test_env_example_holds_no_secrets_so_a_copy_cannot_start_compose() -> None:
+    """Compose refuses empty secrets, so `cp .env.example .env` alone fails with
+    compose's message instead of running with values everyone can read."""
     values = _env_example()
-    assert values["STRIPE_WEBHOOK_SECRET"].startswith("whsec_dev_")
-    for name in ("DJANGO_SECRET_KEY", "FULFILMENT_API_TOKEN"):
-        assert "dev" in values[name].lower(), f"{name} must be an obvious dev value"
-    assert not re.search(r"sk_(live|test)_|rk_live_", ENV_EXAMPLE.read_text())
+    for name in COMPOSE_SECRETS:
+        assert values.get(name) == "", f".env.example must leave {name} empty"
+    assert not re.search(
+        r"sk_(live|test)_|rk_live_|whsec_[A-Za-z0-9]", ENV_EXAMPLE.read_text()
+    )
 
 
 def test_settings_accept_env_example_with_the_compose_database(
@@ -575,7 +625,9 @@ def test_settings_accept_env_example_with_the_compose_database(
     `db` service with its credentials."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
     env.update({k: v for k, v in _env_example().items() if v})
-    env.update({k: str(v) for k, v in services["web"]["environment"].items()})
+    secrets_given = {name: f"test-{name.lower()}" for name in COMPOSE_SECRETS}
+    environment = _interpolated(services["web"]["environment"], secrets_given)
+    env.update({k: str(v) for k, v in environment.items()})
     env["DJANGO_SETTINGS_MODULE"] = "kcproject.settings"
     script = (
         "import json, django; from django.conf import settings; django.setup(); "
@@ -599,5 +651,177 @@ def test_settings_accept_env_example_with_the_compose_database(
     assert int(loaded["PORT"] or 5432) == 5432
     assert loaded["NAME"] == postgres["POSTGRES_DB"]
     assert loaded["USER"] == postgres["POSTGRES_USER"]
-    assert loaded["PASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    assert loaded["PASSWORD"] == _interpolated(
+        postgres["POSTGRES_PASSWORD"], secrets_given
+    )
+    assert loaded["PASSWORD"] == secrets_given["POSTGRES_PASSWORD"]
     assert loaded["TIME_ZONE"] == _env_example()["TIME_ZONE"]
+
+
+# --- (5) no start without real secrets, never with DEBUG on -------------------------
+
+
+class InterpolationError(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"required variable {name} is missing a value: {message}")
+        self.name = name
+        self.message = message
+
+
+_SUBSTITUTION = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?+])(?P<word>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """A string as compose interpolates it (Compose Specification, "Interpolation"):
+    ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?error}``, ``${VAR?error}``, ``${VAR:+replacement}``. Defaults are
+    taken literally (compose nests; this file does not)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        operator, word = match.group("operator"), match.group("word") or ""
+        value = env.get(name)
+        unset_or_empty = not value
+        missing = (
+            unset_or_empty if operator and operator.startswith(":") else (value is None)
+        )
+        if operator in {":?", "?"} and missing:
+            raise InterpolationError(name, word)
+        if operator in {":-", "-"} and missing:
+            return word
+        if operator in {":+", "+"}:
+            return word if not missing else ""
+        return value or ""
+
+    return _SUBSTITUTION.sub(substitute, text)
+
+
+def _interpolated(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return _interpolate(node, env)
+    if isinstance(node, dict):
+        return {key: _interpolated(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolated(item, env) for item in node]
+    return node
+
+
+def test_the_interpolation_reads_strings_as_compose_does() -> None:
+    env = {"SET": "value", "EMPTY": ""}
+    assert _interpolate("a $SET ${SET} $$SET", env) == "a value value $SET"
+    assert _interpolate("${EMPTY:-fallback} ${EMPTY-fallback}", env) == "fallback "
+    assert _interpolate("${UNSET-fallback} ${SET:+alt}", env) == "fallback alt"
+    assert _interpolate("${EMPTY?allowed}", env) == ""
+    with pytest.raises(InterpolationError, match="EMPTY is missing a value: say"):
+        _interpolate("${EMPTY:?say}", env)
+    with pytest.raises(InterpolationError, match="UNSET"):
+        _interpolate("${UNSET?say}", env)
+
+
+def _runs_the_app(service: dict[str, Any]) -> bool:
+    """Whether the service runs this project's code (manage.py or gunicorn), by
+    its own build of this Dockerfile or by the command it runs."""
+    argv = _effective_command(service) if "build" in service else None
+    command = _argv(service["command"]) if "command" in service else argv or []
+    return bool(command) and (
+        command[:2] == ["python", "manage.py"] or command[0] == "gunicorn"
+    )
+
+
+def test_every_service_that_runs_the_app_has_debug_off_and_required_secrets(
+    services: dict[str, Any],
+) -> None:
+    runs_app = [name for name, service in services.items() if _runs_the_app(service)]
+    assert set(runs_app) == set(APP_SERVICES), runs_app
+    for name in runs_app:
+        environment = services[name]["environment"]
+        assert isinstance(environment, dict), f"{name}: environment as a mapping"
+        # Set in `environment:`, which wins over .env (env_file).
+        assert str(environment.get("DJANGO_DEBUG")) == "0", (
+            f"{name} must run with DJANGO_DEBUG=0"
+        )
+        for secret in COMPOSE_SECRETS[:3]:
+            value = str(environment.get(secret, ""))
+            assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]*{secret}[^}}]*\}}", value), (
+                f"{name}: {secret} must be ${{{secret}:?message naming it}}, "
+                f"not {value!r}"
+            )
+        assert "${POSTGRES_PASSWORD:?" in environment["DATABASE_URL"]
+    password = services["db"]["environment"]["POSTGRES_PASSWORD"]
+    assert re.fullmatch(
+        r"\$\{POSTGRES_PASSWORD:\?[^}]*POSTGRES_PASSWORD[^}]*\}", password
+    )
+
+
+def _docker_compose() -> list[str] | None:
+    """`docker compose` (or `docker-compose`) when one that works is installed."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        try:
+            done = subprocess.run(
+                [*command, "version"], capture_output=True, timeout=20, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return command
+    return None
+
+
+@pytest.mark.parametrize("missing", COMPOSE_SECRETS)
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_each_secret_and_names_it(
+    compose: dict[str, Any], tmp_path: Path, missing: str, value: str | None
+) -> None:
+    env = {name: f"real-{name.lower()}" for name in COMPOSE_SECRETS}
+    if value is None:
+        del env[missing]
+    else:
+        env[missing] = value
+
+    with pytest.raises(InterpolationError) as refused:
+        _interpolated(compose, env)
+    assert refused.value.name == missing
+    assert missing in refused.value.message, "the message must name the variable"
+
+    docker_compose = _docker_compose()
+    if docker_compose is not None:
+        (tmp_path / "given.env").write_text(
+            "".join(f"{name}={secret}\n" for name, secret in env.items())
+        )
+        inherited = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+        done = subprocess.run(
+            [
+                *docker_compose,
+                "-f",
+                str(COMPOSE_FILE),
+                "--env-file",
+                str(tmp_path / "given.env"),
+                "config",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            env=inherited,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0 and missing in done.stderr, done.stderr
+
+
+def test_compose_with_every_secret_given_is_still_a_valid_compose_file(
+    schema: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    env = {name: f"real-{name.lower()}" for name in COMPOSE_SECRETS}
+    interpolated = _interpolated(compose, env)
+    assert not _schema_errors(schema, interpolated)
+    web = interpolated["services"]["web"]["environment"]
+    assert web["DJANGO_SECRET_KEY"] == env["DJANGO_SECRET_KEY"]
+    assert web["DATABASE_URL"] == (
+        "postgres://fulfilment:real-postgres_password@db:5432/fulfilment"
+    )

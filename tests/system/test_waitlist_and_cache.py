@@ -6,6 +6,7 @@ on a real worker."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,9 @@ def sweep(limit: int) -> int:
 
 def waitlisted(course: Any, *, start_date: str, time_slot: str) -> Purchase:
     _, purchase_id = pay(course=course, start_date=start_date, time_slot=time_slot)
-    allocation.purchase_allocate(purchase_id=purchase_id, actor="allocate_trainer")
+    allocation.purchase_allocate(
+        purchase_id=uuid.UUID(purchase_id), actor="allocate_trainer"
+    )
     purchase = Purchase.objects.get(pk=purchase_id)
     assert purchase.status == Purchase.Status.WAITLISTED, purchase.status_reason
     return purchase
