@@ -6,6 +6,7 @@ process at start with a message naming the variable (see ``kcproject.env``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,67 @@ EMBEDDED_DATABASE_URL = (
 )
 
 
-def _database(url: str) -> dict[str, Any]:
+# --- how long anything may hold up the database ----------------------------------
+# No session may stall the others for long (issue #12, item 6): a dead peer is
+# noticed by both ends within DATABASE_DEAD_PEER_TIMEOUT_S (TCP keepalives and
+# tcp_user_timeout, in libpq for the client and as session settings for the
+# server, which is the end that holds a dead client's locks); a lock wait, a
+# statement and an idle transaction are each bounded. 0 turns a limit off.
+DATABASE_DEAD_PEER_TIMEOUT_S = env_int("DATABASE_DEAD_PEER_TIMEOUT_S", 60, minimum=6)
+DATABASE_LOCK_TIMEOUT_S = env_int("DATABASE_LOCK_TIMEOUT_S", 10, minimum=0)
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S = env_int(
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S", 60, minimum=0
+)
+# Web requests, the console and commands: no request has a reason to run longer.
+DATABASE_STATEMENT_TIMEOUT_S = env_int("DATABASE_STATEMENT_TIMEOUT_S", 30, minimum=0)
+# Workers and migrate: none by default. Their long statements are the work
+# itself (procrastinate's fetch on a deep queue, pruning and ANALYZE of the jobs
+# table, a migration's index build): killed, they roll back and start over,
+# forever. What could hang them is bounded already: lock waits by lock_timeout,
+# dead peers by keepalives; and a slow one is named by ``manage.py doctor``.
+DATABASE_WORKER_STATEMENT_TIMEOUT_S = env_int(
+    "DATABASE_WORKER_STATEMENT_TIMEOUT_S", 0, minimum=0
+)
+_LONG_RUNNING_COMMANDS = (["migrate"], ["procrastinate", "worker"])
+
+
+def _runs_long_statements(argv: list[str]) -> bool:
+    """Whether this process is ``manage.py migrate`` or a worker."""
+    return any(argv[1 : 1 + len(cmd)] == cmd for cmd in _LONG_RUNNING_COMMANDS)
+
+
+def database_timeouts(*, statement_timeout_s: int) -> dict[str, Any]:
+    """libpq keepalives and server session limits, as Django's OPTIONS.
+
+    They reach every connection: Django's, and the worker's pool and LISTEN
+    connection, which procrastinate builds from the same OPTIONS.
+    """
+    dead_peer = DATABASE_DEAD_PEER_TIMEOUT_S
+    # Probes start after half the budget, then three, a sixth of it apart.
+    idle, interval, count = dead_peer // 2, max(dead_peer // 6, 1), 3
+    server = {
+        "lock_timeout": f"{DATABASE_LOCK_TIMEOUT_S}s",
+        "statement_timeout": f"{statement_timeout_s}s",
+        "idle_in_transaction_session_timeout": (
+            f"{DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S}s"
+        ),
+        # Ignored on unix sockets, where there is no peer to lose.
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": str(interval),
+        "tcp_keepalives_count": str(count),
+        "tcp_user_timeout": f"{dead_peer}s",
+    }
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": dead_peer * 1000,  # libpq wants milliseconds
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+    }
+
+
+def _database(url: str, *, statement_timeout_s: int) -> dict[str, Any]:
     config: dict[str, Any] = dict(
         dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     )
@@ -123,13 +184,24 @@ def _database(url: str) -> dict[str, Any]:
     if "host" in options and not config.get("HOST"):
         config["HOST"] = options.pop("host")
     options.setdefault("application_name", "fulfillment")
+    # What the URL says wins: its own keepalives, and its ?options= after ours.
+    timeouts = database_timeouts(statement_timeout_s=statement_timeout_s)
+    given_options = options.pop("options", "")
+    for name, value in timeouts.items():
+        options.setdefault(name, value)
+    options["options"] = f"{timeouts['options']} {given_options}".strip()
     return config
 
 
 # Not kept as a setting of its own: a password in the URL would show on DEBUG's
 # error page, which masks only names like *PASS*, *SECRET*, *TOKEN*, *KEY*.
 DATABASES = {
-    "default": _database(env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL))
+    "default": _database(
+        env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL),
+        statement_timeout_s=DATABASE_WORKER_STATEMENT_TIMEOUT_S
+        if _runs_long_statements(sys.argv)
+        else DATABASE_STATEMENT_TIMEOUT_S,
+    )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -218,6 +218,65 @@ def check_payments_needing_attention() -> Check:
     return Check("payments needing attention", CheckVerdict.OK, "none", 0)
 
 
+# A transaction holding locks this long (or idle inside one) is holding others
+# up; PostgreSQL ends an idle one after DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S.
+LOCK_HOLD_LIMIT_S = 30.0
+
+# Client sessions of this database in a transaction older than %s seconds that
+# are idle in it or hold a lock on a table; the tables they lock, and how many
+# sessions wait for them.
+_LONG_LOCK_HOLDERS = """
+    SELECT a.pid, a.application_name, a.state,
+           extract(epoch FROM now() - a.xact_start),
+           array_agg(DISTINCT c.relname ORDER BY c.relname)
+               FILTER (WHERE c.relname IS NOT NULL),
+           (SELECT count(*) FROM pg_stat_activity w
+            WHERE a.pid = ANY(pg_blocking_pids(w.pid))),
+           left(a.query, 120)
+    FROM pg_stat_activity a
+    LEFT JOIN pg_locks l ON l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+    LEFT JOIN pg_class c ON c.oid = l.relation AND c.relkind IN ('r', 'p')
+        AND c.relnamespace <> 'pg_catalog'::regnamespace
+    WHERE a.datname = current_database()
+      AND a.backend_type = 'client backend'
+      AND a.pid <> pg_backend_pid()
+      AND a.xact_start < now() - make_interval(secs => %s)
+    GROUP BY a.pid, a.application_name, a.state, a.xact_start, a.query
+    HAVING a.state LIKE 'idle in transaction%%' OR count(c.relname) > 0
+    ORDER BY a.xact_start
+"""
+
+
+def check_long_lock_holders() -> Check:
+    """Sessions that have held locks, or idled in a transaction, too long: they
+    stall whatever needs the same rows (a trainer's, a purchase's)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LONG_LOCK_HOLDERS, [LOCK_HOLD_LIMIT_S])
+        holders = cursor.fetchall()
+    if not holders:
+        return Check(
+            "long lock holders",
+            CheckVerdict.OK,
+            f"no transaction holding locks over {LOCK_HOLD_LIMIT_S:.0f}s",
+            0,
+        )
+    details = [
+        f"pid {pid} ({application_name or 'no application_name'}) {state} "
+        f"for {age:.0f}s, locking {', '.join(tables or []) or 'no table'}"
+        f"{f', blocking {blocked}' if blocked else ''}; last query: {query}"
+        for pid, application_name, state, age, tables, blocked, query in holders
+    ]
+    return Check(
+        "long lock holders",
+        CheckVerdict.FAIL,
+        f"{len(holders)} session(s) in a transaction holding locks for over "
+        f"{LOCK_HOLD_LIMIT_S:.0f}s: end them (pg_terminate_backend(pid)) or "
+        "find what keeps them open",
+        len(holders),
+        details,
+    )
+
+
 DOCTOR_CHECKS: tuple[Callable[[], Check], ...] = (
     check_database,
     check_migrations,
@@ -228,6 +287,7 @@ DOCTOR_CHECKS: tuple[Callable[[], Check], ...] = (
     check_failed_jobs,
     check_stuck_purchases,
     check_payments_needing_attention,
+    check_long_lock_holders,
 )
 HEALTHZ_CHECKS: tuple[Callable[[], Check], ...] = (
     check_database,

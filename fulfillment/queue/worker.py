@@ -14,6 +14,8 @@ them):
   idle one still reconnects transparently.
 * **A lost wake-up** (``FulfilmentWorker``): with concurrency > 1, a job deferred
   by a running job could wait for the polling interval instead of starting.
+* **A worker's life** (``FulfilmentWorker``): it beats until its last job ends,
+  and comes back if its row was pruned, instead of stopping.
 * **The queue's planner statistics** (``queue_statistics_refresh``, checked
   every second by each worker): a burst must not meet statistics of an empty
   queue.
@@ -34,9 +36,10 @@ import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
+import psycopg.errors
 import psycopg_pool
 from django.conf import settings
-from procrastinate import connector, job_context, utils
+from procrastinate import connector, exceptions, job_context, utils
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import settings as procrastinate_settings
 from procrastinate.contrib.django import utils as django_utils
@@ -125,20 +128,114 @@ def _pool_probing_idle_connections(
     return psycopg_pool.AsyncConnectionPool(**{**options, "check": _probe_if_idle})
 
 
-class FulfilmentWorker(procrastinate_worker.Worker):
-    """procrastinate 3.10's worker, with the fetch loop's wake-up kept.
+# Upstream's name for its heartbeat side task (Worker._start_side_tasks).
+HEARTBEAT_TASK_NAME = "update_heartbeats"
+# One round trip: upstream's heartbeat function, and whether the row is there.
+HEARTBEAT_QUERY = (
+    "SELECT procrastinate_update_heartbeat_v1(%(worker_id)s), EXISTS ("
+    "SELECT 1 FROM procrastinate_workers WHERE id = %(worker_id)s) AS registered"
+)
+# Our running jobs lost their worker when the row was pruned (ON DELETE SET
+# NULL); unless they are given back, the rescue sees them stalled.
+REATTACH_JOBS_QUERY = (
+    "UPDATE procrastinate_jobs SET worker_id = %(worker_id)s "
+    "WHERE id = ANY(%(job_ids)s) AND status = 'doing' AND worker_id IS NULL"
+)
 
-    Upstream clears the "new job" event *after* each fetch. With concurrency > 1
-    the loop fetches again while the job it just started is running; when that
-    job defers another and commits during the fetch, the fetch misses the new
-    row and the clear then drops its notification: the new job waits for
-    ``fetch_job_polling_interval``. Clearing *before* the fetch keeps any
-    notification that arrives during it, so the loop fetches once more.
-    The method is upstream's ``_fetch_and_process_jobs`` with that one line moved
-    (the upstream fix is proposed in the commit that added it);
-    ``tests/test_worker.py`` fails if a new procrastinate loses wake-ups again or
-    changes this method.
+
+class FulfilmentWorker(procrastinate_worker.Worker):
+    """procrastinate 3.10's worker, with the fetch loop's wake-up kept, a
+    heartbeat that lasts as long as its jobs, and a pruned row re-registered.
+
+    * **Wake-ups.** Upstream clears the "new job" event *after* each fetch. With
+      concurrency > 1 the loop fetches again while the job it just started is
+      running; when that job defers another and commits during the fetch, the
+      fetch misses the new row and the clear then drops its notification: the
+      new job waits for ``fetch_job_polling_interval``. Clearing *before* the
+      fetch keeps any notification that arrives during it, so the loop fetches
+      once more. (The upstream fix is proposed in the commit that added it.)
+    * **Beating until the last job ends.** Upstream's ``_shutdown`` cancels every
+      side task, the heartbeat included, and only then waits up to
+      ``shutdown_graceful_timeout`` (20 s) for running jobs; after
+      ``stalled_worker_timeout`` (10 s) the rescue took them for stalled and ran
+      them again elsewhere. ``_shutdown`` keeps the heartbeat task (found by
+      upstream's name for it) out of what upstream cancels and cancels it after.
+    * **A pruned row.** A worker that missed beats (a frozen VM, a partition) can
+      have its row deleted by another worker's ``prune_stalled_workers``; its
+      next fetch then violated the jobs' foreign key and the worker stopped.
+      Now the heartbeat (``HEARTBEAT_QUERY``, still upstream's function) and
+      the fetch notice, and the worker registers again, handing its running
+      jobs to the new row (``_register_again``).
+
+    ``_fetch_and_process_jobs`` is upstream's with the clear moved and the fetch
+    through ``_fetch_job``; ``_update_heartbeat`` is upstream's loop with
+    ``HEARTBEAT_QUERY``. ``tests/test_worker.py`` fails if a new procrastinate
+    loses wake-ups again; ``tests/test_worker_lifecycle.py`` fails if upstream
+    changes any method, query or name these rely on.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registering = asyncio.Lock()
+
+    async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
+        heartbeat = [t for t in side_tasks if t.get_name() == HEARTBEAT_TASK_NAME]
+        try:
+            await super()._shutdown([t for t in side_tasks if t not in heartbeat])
+        finally:
+            await utils.cancel_and_capture_errors(heartbeat)
+
+    async def _update_heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.update_heartbeat_interval)
+            worker_id = self.worker_id
+            if worker_id is None:  # unregistered: shutdown is over
+                return
+            beat = await cast(
+                connector.BaseAsyncConnector, self.app.connector
+            ).execute_query_one_async(HEARTBEAT_QUERY, worker_id=worker_id)
+            if not beat["registered"]:
+                await self._register_again(pruned_id=worker_id)
+
+    async def _fetch_job(self) -> Any:
+        assert self.worker_id is not None  # noqa: S101 (upstream's invariant)
+        worker_id = self.worker_id
+        try:
+            return await self.app.job_manager.fetch_job(
+                queues=self.queues, worker_id=worker_id
+            )
+        except exceptions.ConnectorException as error:
+            if not isinstance(error.__cause__, psycopg.errors.ForeignKeyViolation):
+                raise
+        await self._register_again(pruned_id=worker_id)
+        assert self.worker_id is not None  # noqa: S101
+        return await self.app.job_manager.fetch_job(
+            queues=self.queues, worker_id=self.worker_id
+        )
+
+    async def _register_again(self, *, pruned_id: int) -> None:
+        """Register anew after ``pruned_id``'s row was deleted; idempotent."""
+        async with self._registering:
+            if self.worker_id != pruned_id:
+                return  # done meanwhile, or unregistered by shutdown
+            if self._stop_event.is_set() and not self._running_jobs:
+                return  # about to unregister: no ghost row
+            self.worker_id = await self.app.job_manager.register_worker()
+            job_ids = [c.job.id for c in self._running_jobs.values() if c.job.id]
+            if job_ids:
+                await cast(
+                    connector.BaseAsyncConnector, self.app.connector
+                ).execute_query_async(
+                    REATTACH_JOBS_QUERY, worker_id=self.worker_id, job_ids=job_ids
+                )
+        logger.warning(
+            "worker row was pruned; registered again",
+            extra={
+                "pruned_worker_id": pruned_id,
+                "worker_id": self.worker_id,
+                "running_job_ids": job_ids,
+            },
+        )
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         side_tasks = super()._start_side_tasks()
@@ -171,12 +268,9 @@ class FulfilmentWorker(procrastinate_worker.Worker):
                 if self._stop_event.is_set():
                     break
 
-                assert self.worker_id is not None  # noqa: S101 (upstream's invariant)
                 # The fix: a notification that arrives during the fetch stays set.
                 self._new_job_event.clear()
-                job = await self.app.job_manager.fetch_job(
-                    queues=self.queues, worker_id=self.worker_id
-                )
+                job = await self._fetch_job()
             finally:
                 if (not job or self._stop_event.is_set()) and acquire_sem_task.done():
                     self._job_semaphore.release()

@@ -4,6 +4,11 @@ Safe under any number of concurrent workers: the purchase row is locked for the
 whole decision, each candidate trainer's row is locked while its capacity is
 counted, and the exclusion constraint on reservations is the last word on
 overlaps; a violation just means "try the next trainer".
+
+A trainer row locked by someone else (a worker cut off mid-allocation, a
+session idle in a transaction) is never waited for: that trainer is busy for
+now and the next one is tried; only when every fitting trainer is busy does the
+job come back a few seconds later (``TrainersBusy``), the purchase untouched.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import uuid
 
 import psycopg.errors
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -36,6 +41,20 @@ from fulfillment.services import cache
 from fulfillment.services.trace import purchase_transition
 
 logger = logging.getLogger(__name__)
+
+
+class TrainerBusy(TrainerTaken):
+    """Another transaction holds the trainer's row: taken for now, perhaps
+    free in a moment."""
+
+
+class TrainersBusy(OperationalError):
+    """Every trainer that fits is locked by another transaction right now.
+
+    A database condition, not a verdict, so it is an ``OperationalError`` like
+    the lock timeout it replaces: the allocation job's retry policy runs it
+    again in seconds, and the purchase is not waitlisted for a lock.
+    """
 
 
 def purchase_allocate(
@@ -62,6 +81,7 @@ def purchase_allocate(
         slots = purchase_schedule(purchase=purchase, now=now)
         verdicts = trainer_verdicts(purchase=purchase, slots=slots, fitting_only=True)
         home_visit = purchase.course.mode == Course.Mode.HOME
+        busy: list[str] = []
         for verdict in fit.rank(verdicts, home_visit=home_visit):
             try:
                 allocation_create(
@@ -70,10 +90,23 @@ def purchase_allocate(
                     slots=slots,
                     now=now,
                 )
+            except TrainerBusy:
+                busy.append(verdict.trainer.id)
+                continue
             except TrainerTaken:
                 continue
             return allocation_complete(
                 purchase=purchase, actor=actor, now=now, verdict=verdict
+            )
+        if busy:
+            # Rolls the transaction back: the purchase stays waiting.
+            logger.warning(
+                "every fitting trainer is locked",
+                extra={"purchase_id": str(purchase.pk), "trainer_ids": busy},
+            )
+            raise TrainersBusy(
+                f"every fitting trainer ({len(busy)}) is locked by another "
+                "transaction; allocation will be retried"
             )
         if not verdicts:
             # Nobody may fit: the whole roster's verdicts say why, for operators.
@@ -99,12 +132,22 @@ def allocation_create(
     override_reason: str = "",
 ) -> TrainerAllocation:
     """Reserve the trainer for every slot, or raise ``TrainerTaken`` having
-    changed nothing. Must run inside the caller's transaction."""
+    changed nothing (``TrainerBusy`` if another transaction holds the trainer's
+    row: it is never waited for). Must run inside the caller's transaction."""
     try:
         # A savepoint: if this trainer is taken, its row lock and any partial
         # reservations go away and the caller's transaction stays usable.
         with transaction.atomic():
-            trainer = Trainer.objects.select_for_update(no_key=True).get(pk=trainer_id)
+            # Our own lock (an operator's assignment locks first) is no conflict.
+            trainer = (
+                Trainer.objects.select_for_update(no_key=True, skip_locked=True)
+                .filter(pk=trainer_id)
+                .first()
+            )
+            if trainer is None:
+                if Trainer.objects.filter(pk=trainer_id).exists():
+                    raise TrainerBusy
+                raise Trainer.DoesNotExist(f"trainer {trainer_id} does not exist")
             if enforce_capacity:
                 active = trainer.allocations.filter(
                     status=TrainerAllocation.Status.ACTIVE
@@ -233,7 +276,12 @@ def waitlist_reallocate(
         Purchase.objects.filter(pk__in=batch).update(waitlist_checked_at=now)
     allocated = 0
     for purchase_id in batch:
-        purchase = purchase_allocate(purchase_id=purchase_id, actor=actor)
+        try:
+            purchase = purchase_allocate(purchase_id=purchase_id, actor=actor)
+        except TrainersBusy:
+            # Its trainers are locked for now: first in line for the next sweep.
+            Purchase.objects.filter(pk=purchase_id).update(waitlist_checked_at=None)
+            continue
         if purchase.status == Purchase.Status.ALLOCATED:
             allocated += 1
     if Purchase.objects.filter(

@@ -49,28 +49,35 @@ def purchase_retry_allocation(
 ) -> Purchase:
     """Run the allocation of a waiting purchase now, in this request, instead of
     waiting for its job or the periodic retry. Allocated or (still) waitlisted,
-    the outcome is in the trace with the operator's name. One transaction."""
-    with transaction.atomic():
-        purchase = _locked_purchase(purchase_id)
-        _require_waiting(purchase, action="retry its allocation")
-        event = trace_record(
-            payment=purchase.payment,
-            purchase=purchase,
-            kind=TraceEvent.Kind.OPERATOR_ACTION,
-            actor=operator,
-            message=f"{operator} retried the allocation now.",
-        )
-        # Re-locks the same row in the same transaction: allocation decides
-        # exactly as its job would, with the operator as the actor.
-        purchase = allocation.purchase_allocate(
-            purchase_id=purchase.pk, actor=operator, now=now
-        )
-        event.message = (
-            f"{operator} retried the allocation now: "
-            f"{Purchase.Status(purchase.status).label.lower()}. "
-            f"{purchase.status_reason}"
-        )
-        event.save(update_fields=["message"])
+    the outcome is in the trace with the operator's name. One transaction;
+    refused, changing nothing, when every trainer who fits is busy."""
+    try:
+        with transaction.atomic():
+            purchase = _locked_purchase(purchase_id)
+            _require_waiting(purchase, action="retry its allocation")
+            event = trace_record(
+                payment=purchase.payment,
+                purchase=purchase,
+                kind=TraceEvent.Kind.OPERATOR_ACTION,
+                actor=operator,
+                message=f"{operator} retried the allocation now.",
+            )
+            # Re-locks the same row in the same transaction: allocation decides
+            # exactly as its job would, with the operator as the actor.
+            purchase = allocation.purchase_allocate(
+                purchase_id=purchase.pk, actor=operator, now=now
+            )
+            event.message = (
+                f"{operator} retried the allocation now: "
+                f"{Purchase.Status(purchase.status).label.lower()}. "
+                f"{purchase.status_reason}"
+            )
+            event.save(update_fields=["message"])
+    except allocation.TrainersBusy as error:
+        raise OperationRefused(
+            "Every trainer who fits is busy in another transaction right now; "
+            "try again in a moment (the purchase's own job retries by itself)."
+        ) from error
     logger.info(
         "allocation retried by operator",
         extra={"purchase_id": str(purchase.pk), "operator": operator},
@@ -101,12 +108,20 @@ def purchase_assign_trainer(
         _require_waiting(purchase, action="assign a trainer to it")
         # Locked before the verdict is read, so what is checked is what holds at
         # commit: a concurrent allocation of this trainer waits for us.
+        if not Trainer.objects.filter(pk=trainer_id).exists():
+            raise OperationRefused("That trainer does not exist.", field="trainer")
+        # Never waits for a lock another session holds (it may be a worker cut
+        # off mid-allocation): the operator is told at once instead.
         if (
-            not Trainer.objects.select_for_update(no_key=True)
+            not Trainer.objects.select_for_update(no_key=True, skip_locked=True)
             .filter(pk=trainer_id)
             .exists()
         ):
-            raise OperationRefused("That trainer does not exist.", field="trainer")
+            raise OperationRefused(
+                "That trainer is being booked by another transaction right now; "
+                "try again in a moment.",
+                field="trainer",
+            )
         slots = purchase_schedule(purchase=purchase, now=now)
         verdict = next(
             v
