@@ -30,6 +30,7 @@ from django.views.decorators.http import require_POST
 
 from fulfillment import console_selectors, models
 from fulfillment.domain import fit
+from fulfillment.domain.money import format_amount
 from fulfillment.domain.schedule import DeliveryMode, Slot, fits_working_hours
 from fulfillment.selectors.purchases import payments_needing_attention
 from fulfillment.selectors.trace import payment_trace
@@ -411,7 +412,9 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
 
     @admin.display(description="Amount")
     def amount_display(self, payment: models.Payment) -> str:
-        return f"{payment.amount / 100:,.2f} {payment.currency.upper()}"
+        refunded = format_amount(payment.amount_refunded, payment.currency)
+        shown = format_amount(payment.amount, payment.currency)
+        return f"{shown} ({refunded} refunded)" if payment.amount_refunded else shown
 
     @admin.display(description="Needs attention")
     def attention(self, payment: models.Payment) -> str:
