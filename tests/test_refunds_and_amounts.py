@@ -330,3 +330,20 @@ def test_partial_refund_before_its_payment_is_applied_when_it_arrives(
     assert (payment.status, payment.amount_refunded) == ("succeeded", 100000)
     assert Purchase.objects.get().status == Purchase.Status.ALLOCATION_PENDING
     assert len(jobs("allocate_trainer")) == 1
+
+
+@pytest.mark.django_db
+def test_refund_that_failed_before_its_payment_came_does_not_cancel_it(
+    signed_post: Callable[..., Any],
+) -> None:
+    signed_post(load_event("charge_refunded"))
+    failed = signed_post(load_event("charge_refund_updated_failed"))
+    assert failed.json()["status"] == "needs_attention"
+
+    response = signed_post(fixture_payment())
+
+    assert response.json()["status"] == "accepted"
+    payment = Payment.objects.get()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    assert Purchase.objects.get().status == Purchase.Status.ALLOCATION_PENDING
+    assert len(jobs("allocate_trainer")) == 1

@@ -18,6 +18,8 @@ from typing import Any, TypeGuard
 
 from django.contrib.postgres.functions import TransactionNow
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from fulfillment import queue
@@ -471,6 +473,15 @@ def _refund_updated(event: StripeEvent) -> EventResult:
             .first()
         )
         if payment is None:
+            # A refund remembered before its payment no longer stands.
+            amount = refund.get("amount")
+            EarlyRefund.objects.filter(payment_intent=payment_intent).update(
+                refunded=False,
+                amount_refunded=Greatest(
+                    F("amount_refunded") - (amount if _is_minor_units(amount) else 0),
+                    0,
+                ),
+            )
             reason = f"{reason}; unknown PaymentIntent {payment_intent}"
             _delivery(event_id, event.type, payment_intent, "needs_attention", reason)
             logger.warning(
