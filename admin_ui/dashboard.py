@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from admin_ui import display
 from admin_ui import selectors as console_selectors
 from fulfillment.models import WAITING_STATUSES
 from fulfillment.selectors.jobs import (
@@ -132,7 +133,7 @@ class NeedsAttentionModule(OpsModule):
         self.children = [
             {
                 "payment": payment,
-                "amount": f"{payment.amount / 100:,.2f} {payment.currency.upper()}",
+                "amount": display.payment_amount(payment),
                 "age": duration((now - payment.created_at).total_seconds()),
                 "url": reverse("admin:fulfillment_payment_change", args=[payment.pk]),
                 "reprocess_url": reverse(

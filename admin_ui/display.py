@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from fulfillment import models
+from fulfillment.domain.money import format_amount
 from fulfillment.selectors.trace import payment_trace
 
 WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -38,7 +39,14 @@ def purchase_location(purchase: models.Purchase) -> str:
 
 
 def payment_amount(payment: models.Payment) -> str:
-    return f"{payment.amount / 100:,.2f} {payment.currency.upper()}"
+    """What was received, in the currency's own minor units (5,000 JPY,
+    4,999.00 INR), with what has been refunded so far."""
+    shown = format_amount(payment.amount, payment.currency)
+    if not payment.amount_refunded:
+        return shown
+    return (
+        f"{shown} ({format_amount(payment.amount_refunded, payment.currency)} refunded)"
+    )
 
 
 def trace_timeline(payment_intent: str) -> SafeString:

@@ -131,7 +131,8 @@ class CachedLearnings(models.Model):
 
 class Payment(models.Model):
     """A succeeded PaymentIntent. Money taken is never dropped: if its metadata
-    cannot become a purchase, the payment is kept with ``attention_reason``."""
+    (or its amount, status, or text) cannot become a purchase, the payment is
+    kept with ``attention_reason``."""
 
     class Status(models.TextChoices):
         SUCCEEDED = "succeeded", "Succeeded"
@@ -139,7 +140,12 @@ class Payment(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     payment_intent = models.CharField(max_length=255, unique=True)
-    amount = models.BigIntegerField(help_text="In the currency's minor units.")
+    amount = models.BigIntegerField(
+        help_text="Received (amount_received), in the currency's minor units."
+    )
+    # Refunded so far (charge.refunded carries the running total); the purchase
+    # is cancelled only once this reaches ``amount`` or Stripe says ``refunded``.
+    amount_refunded = models.BigIntegerField(default=0)
     currency = models.CharField(max_length=3)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.SUCCEEDED
@@ -172,6 +178,7 @@ class WebhookDelivery(models.Model):
         DUPLICATE = "duplicate", "Duplicate"
         NEEDS_ATTENTION = "needs_attention", "Needs attention"
         REFUNDED = "refunded", "Refunded"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.CharField(max_length=255, db_index=True)
@@ -187,6 +194,21 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+class EarlyRefund(models.Model):
+    """A refund that arrived before its PaymentIntent's payment (Stripe does not
+    promise order). When the payment comes, it takes these amounts: a full
+    refund makes its purchase born refunded, with nothing allocated."""
+
+    payment_intent = models.CharField(max_length=255, primary_key=True)
+    amount_refunded = models.BigIntegerField(default=0)
+    refunded = models.BooleanField(default=False)  # Stripe's "fully refunded"
+    event_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"early refund of {self.payment_intent}"
 
 
 class Purchase(models.Model):

@@ -2,16 +2,21 @@
 
 Starts a PostgreSQL of its own, the web app under gunicorn and W workers, then
 sends N signed payments at a steady rate: 10 % delivered twice or more (some
-concurrently, each with a new event id, as Stripe does), 2 % refunded later, and
-a sprinkling of bad deliveries (bad signature, stale, malformed, unknown course,
-impossible date). Deliveries without an answer or with a 5xx are retried with
-backoff. Meanwhile a random worker is SIGKILLed every K seconds and replaced,
-and PostgreSQL is restarted once halfway. When the queue has drained it checks:
+concurrently, each with a new event id, as Stripe does), 2 % refunded later, 2 %
+refunded at the very moment they are paid (the refund racing its payment), 2 %
+partly refunded then fully, 1 % only partly refunded, and a sprinkling of bad
+deliveries (bad signature, stale, malformed, unknown course, impossible date)
+and of refunds of charges made without a PaymentIntent (not ours: ignored).
+Deliveries without an answer or with a 5xx are retried with backoff.
+Meanwhile a random worker is SIGKILLed every K seconds and replaced, and
+PostgreSQL is restarted once halfway. When the queue has drained it checks:
 
 - every payment Stripe would have delivered has exactly one purchase (lost, double);
 - every purchase is allocated (one active allocation, a reservation per session,
   its session window), waitlisted with a reason, refunded with nothing scheduled,
-  or needs attention;
+  or needs attention; every refunded payment's purchase is refunded, whatever
+  the order its events came in; a partly refunded one is not, and records the
+  amount;
 - no two reservations of a trainer overlap; no trainer is over capacity;
 - no pipeline job is left todo or doing; no job failed;
 - every delivery got an answer from the contract's table (503 only while
@@ -58,12 +63,19 @@ EXPECTED: dict[str, set[tuple[int, str]]] = {
     "payment": {(200, "accepted"), (200, "duplicate")},
     "duplicate": {(200, "accepted"), (200, "duplicate")},
     "refund": {(200, "refunded")},
+    # Sent with its payment: it either waits for the payment and cancels it, or
+    # goes first and is remembered (needs attention until the payment comes).
+    "race_refund": {(200, "refunded"), (200, "needs_attention")},
+    "partial_refund": {(200, "partially_refunded")},
+    "orphan_refund": {(200, "ignored")},
     "bad_signature": {(400, "invalid_signature")},
     "stale_signature": {(400, "invalid_signature")},
     "malformed": {(400, "malformed_payload")},
     "unknown_course": {(200, "needs_attention")},
     "impossible_date": {(200, "needs_attention")},
 }
+# What a partial refund gives back (of the 4,999.00 INR every payment takes).
+PART = 100000
 BAD_KINDS = [
     "bad_signature",
     "stale_signature",
@@ -95,11 +107,17 @@ def plan(
     secret: str,
 ) -> tuple[list[tuple[float, Delivery]], dict[str, set[str]]]:
     """What to send when: (offset in seconds, delivery), and the payment intents
-    by what should become of them (``stored``, ``refunded``, ``attention``)."""
+    by what should become of them (``stored``, ``refunded``, ``partial``,
+    ``attention``)."""
     rng = random.Random(seed)
     students = stack.Students(random.Random(seed + 1))
     schedule: list[tuple[float, Delivery]] = []
-    fate: dict[str, set[str]] = {"stored": set(), "refunded": set(), "attention": set()}
+    fate: dict[str, set[str]] = {
+        "stored": set(),
+        "refunded": set(),
+        "partial": set(),
+        "attention": set(),
+    }
     for number in range(payments):
         offset = number / rate
         metadata = stack.payment_metadata(rng, students, courses)
@@ -124,6 +142,27 @@ def plan(
                 "refund", pi, stripe_events.charge_refunded(payment_intent=pi)
             )
             first.then.append((rng.uniform(1, 10), refund))
+        elif roll < 0.14:  # refunded at the moment it is paid: the two race
+            fate["refunded"].add(pi)
+            race = stripe_events.charge_refunded(payment_intent=pi)
+            schedule.append((offset, Delivery("race_refund", pi, race)))
+        elif roll < 0.17:  # partly refunded; two in three are fully refunded later
+            partial = Delivery(
+                "partial_refund",
+                pi,
+                stripe_events.charge_refunded(payment_intent=pi, amount_refunded=PART),
+            )
+            if roll < 0.16:
+                fate["refunded"].add(pi)
+                full = stripe_events.charge_refunded(payment_intent=pi)
+                partial.then.append((rng.uniform(0.5, 5), Delivery("refund", pi, full)))
+            else:
+                fate["partial"].add(pi)
+            first.then.append((rng.uniform(1, 8), partial))
+        if rng.random() < 0.02:  # a charge made without a PaymentIntent: not ours
+            orphan = stripe_events.charge_refunded(payment_intent=None)
+            at = offset + rng.uniform(0, 1 / rate)
+            schedule.append((at, Delivery("orphan_refund", "", orphan)))
         if rng.random() < 0.03:
             kind = rng.choice(BAD_KINDS)
             metadata = stack.payment_metadata(rng, students, courses)
@@ -282,6 +321,19 @@ def check(
                 [sorted(fate["attention"])],
             )
         }
+        partial = dict(
+            conn.execute(
+                """
+                SELECT p.payment_intent, p.amount_refunded
+                FROM fulfillment_payment p
+                WHERE p.payment_intent = ANY(%s) AND p.status = 'succeeded'
+                """,
+                [sorted(fate["partial"])],
+            ).fetchall()
+        )
+        early_refunds = conn.execute(
+            "SELECT count(*) FROM fulfillment_earlyrefund"
+        ).fetchone()[0]  # type: ignore[index]
         purchases = conn.execute(
             """
             SELECT p.id, pay.payment_intent, p.status, p.status_reason,
@@ -356,6 +408,9 @@ def check(
     unflagged = sorted(fate["attention"] - attention)
     problems += [f"attention: {pi} was not kept for operators" for pi in unflagged]
 
+    unrecorded = sorted(pi for pi in fate["partial"] if partial.get(pi) != PART)
+    problems += [f"partial: {pi} has not its partial refund" for pi in unrecorded]
+
     states: Counter[str] = Counter()
     bad_purchases = 0
     for purchase_id, pi, status, reason, *counts in purchases:
@@ -363,6 +418,8 @@ def check(
         fault = _purchase_fault(status, reason, *counts)
         if fault is None and pi in fate["refunded"] and status != "refunded":
             fault = f"refunded payment but purchase is {status}"
+        if fault is None and pi in fate["partial"] and status == "refunded":
+            fault = "partly refunded payment but purchase is refunded"
         if fault:
             bad_purchases += 1
             if bad_purchases <= 10:
@@ -384,6 +441,14 @@ def check(
         "attempts": sum(len(d.attempts) for d in deliveries),
         "duplicates": sum(d.kind == "duplicate" for d in deliveries),
         "refunds": sum(d.kind == "refund" for d in deliveries),
+        "race refunds": sum(d.kind == "race_refund" for d in deliveries),
+        "race refunds first": sum(
+            d.answer is not None and d.answer.body.get("status") == "needs_attention"
+            for d in deliveries
+            if d.kind == "race_refund"
+        ),
+        "partial refunds": sum(d.kind == "partial_refund" for d in deliveries),
+        "refunds without PI": sum(d.kind == "orphan_refund" for d in deliveries),
         "bad deliveries": sum(d.kind in BAD_KINDS for d in deliveries),
         "answers 503": sum(a.status == 503 for d in deliveries for a in d.attempts),
         "no answer": sum(a.status is None for d in deliveries for a in d.attempts),
@@ -396,8 +461,11 @@ def check(
         "allocated": states["allocated"],
         "waitlisted": states["waitlisted"],
         "refunded": states["refunded"],
+        "partly refunded": len(partial) - len(unrecorded),
+        "early refunds": early_refunds,
         "needs attention": len(attention),
         "lost": len(lost),
+        "partial unrecorded": len(unrecorded),
         "double": len(double) + len(accepted_twice),
         "bad purchases": bad_purchases,
         "overlaps": overlaps,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from fulfillment.domain.storable import storable_copy
 
 
 class MalformedEvent(ValueError):
@@ -22,19 +24,31 @@ class StripeEvent:
     type: str  # e.g. payment_intent.succeeded
     data_object: Mapping[str, Any]  # the PaymentIntent, Charge … it is about
     raw: dict[str, Any]  # the whole event, as stored with a payment
+    # Fields whose text PostgreSQL cannot store (NUL, an unpaired surrogate),
+    # named from data.object ("metadata.note"); ``raw`` and ``data_object``
+    # hold them with U+FFFD instead.
+    unstorable: tuple[str, ...] = ()
 
 
 def parse_event(body: object) -> StripeEvent:
-    """The envelope of a Stripe Event, or ``MalformedEvent``."""
+    """The envelope of a Stripe Event, or ``MalformedEvent`` when the body is
+    not one (no id, type or data.object). The event is a storable copy of
+    ``body``: see ``unstorable``."""
     if not isinstance(body, dict):
         raise MalformedEvent("the body must be a JSON object (a Stripe Event)")
+    cleaned, changed = storable_copy(body)
+    body = cast(dict[str, Any], cleaned)  # a dict's copy is a dict
     event_id = text_field(body, "id")
     event_type = text_field(body, "type")
     data = body.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("data.object must be an object")
     return StripeEvent(
-        id=event_id, type=event_type, data_object=data["object"], raw=body
+        id=event_id,
+        type=event_type,
+        data_object=data["object"],
+        raw=body,
+        unstorable=tuple(path.removeprefix("data.object.") for path in changed),
     )
 
 

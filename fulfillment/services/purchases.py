@@ -12,11 +12,14 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from django.contrib.postgres.functions import TransactionNow
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from fulfillment import queue
@@ -26,9 +29,11 @@ from fulfillment.domain.metadata import (
     parse_purchase_metadata,
     require_location,
 )
-from fulfillment.domain.stripe import MalformedEvent, StripeEvent, text_field
+from fulfillment.domain.money import format_amount
+from fulfillment.domain.stripe import StripeEvent
 from fulfillment.models import (
     Course,
+    EarlyRefund,
     Payment,
     Purchase,
     Student,
@@ -52,6 +57,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     NEEDS_ATTENTION = "needs_attention"
     REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
     IGNORED = "ignored"
 
 
@@ -65,8 +71,11 @@ class EventResult:
 def stripe_event_process(*, event: StripeEvent) -> EventResult:
     """Handle one authentic Stripe event (already signature-checked).
 
-    Raises ``MalformedEvent`` naming the field when a handled event lacks what
-    it needs; nothing is stored then.
+    Never refuses an authentic event for its content: what cannot be used is
+    kept where it can be (the payment, cleaned; else the delivery) and answered
+    ``NEEDS_ATTENTION`` with the reason. Events of one PaymentIntent are
+    serialised (``_payment_intent_lock``), so any order or overlap of them ends
+    as their sequential arrival would.
     """
     handler = _HANDLERS.get(event.type)
     if handler is None:
@@ -77,21 +86,26 @@ def stripe_event_process(*, event: StripeEvent) -> EventResult:
 
 def _payment_succeeded(event: StripeEvent) -> EventResult:
     event_id, intent = event.id, event.data_object
-    payment_intent = text_field(intent, "id", prefix="pi_")
-    amount = intent.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise MalformedEvent("data.object.amount must be a non-negative integer")
-    currency = text_field(intent, "currency")
-    if len(currency) != 3 or not currency.isalpha():
-        raise MalformedEvent("data.object.currency must be a 3-letter ISO code")
+    payment_intent = _payment_intent_of(intent.get("id"))
+    if payment_intent is None:
+        # Nothing to key a payment on: only the delivery can be kept.
+        return _unusable(event, "id: not a PaymentIntent id (pi_...)")
+    amount, currency, problems = _payment_terms(intent)
+    if event.unstorable:
+        problems.insert(
+            0,
+            f"{', '.join(event.unstorable)}: text the database cannot store "
+            "(NUL or an unpaired surrogate), kept with U+FFFD",
+        )
     metadata = intent.get("metadata")
     stored_metadata = metadata if isinstance(metadata, dict) else {}
     with transaction.atomic():
+        _payment_intent_lock(payment_intent)
         payment, created = _payment_get_or_create(
             Payment(
                 payment_intent=payment_intent,
                 amount=amount,
-                currency=currency.lower(),
+                currency=currency,
                 metadata=stored_metadata,
                 raw_event=event.raw,
             )
@@ -106,20 +120,97 @@ def _payment_succeeded(event: StripeEvent) -> EventResult:
             return EventResult(
                 Outcome.DUPLICATE, purchase_id, reason=payment.attention_reason
             )
-        try:
-            purchase = purchase_create_from_payment(payment=payment, actor=STRIPE_ACTOR)
-        except MetadataError as error:
-            payment_flag(payment=payment, reason=str(error), actor=STRIPE_ACTOR)
+        _early_refund_apply(payment=payment)
+        reason = "; ".join(problems)
+        if not reason:
+            try:
+                purchase = purchase_create_from_payment(
+                    payment=payment, actor=STRIPE_ACTOR
+                )
+            except MetadataError as error:
+                reason = str(error)
+        if reason:
+            payment_flag(payment=payment, reason=reason, actor=STRIPE_ACTOR)
             _delivery(
                 event_id,
                 "payment_intent.succeeded",
                 payment_intent,
                 "needs_attention",
-                detail=str(error),
+                detail=reason,
             )
-            return EventResult(Outcome.NEEDS_ATTENTION, reason=str(error))
+            return EventResult(Outcome.NEEDS_ATTENTION, reason=reason)
         _delivery(event_id, "payment_intent.succeeded", payment_intent, "accepted")
         return EventResult(Outcome.ACCEPTED, purchase.pk)
+
+
+# The largest amount a BigIntegerField holds.
+_MAX_MINOR_UNITS = 2**63 - 1
+
+
+def _payment_terms(intent: Mapping[str, Any]) -> tuple[int, str, list[str]]:
+    """The amount received and currency to store, and what makes them unusable
+    ("field: problem" each; an unusable amount is stored as 0, a currency as "").
+
+    The amount is ``amount_received`` (what was taken), ``amount`` only when
+    Stripe left it out; nothing received, or a PaymentIntent that is not
+    ``succeeded``, is not a purchase.
+    """
+    problems: list[str] = []
+    key = "amount" if intent.get("amount_received") is None else "amount_received"
+    amount = intent.get(key)
+    if not _is_minor_units(amount):
+        problems.append(f"{key}: not a whole number of minor units")
+        amount = 0
+    elif amount == 0:
+        problems.append(f"{key}: nothing was received (0)")
+    currency = intent.get("currency")
+    if (
+        not isinstance(currency, str)
+        or len(currency) != 3
+        or not (currency.isascii() and currency.isalpha())
+    ):
+        problems.append("currency: not a 3-letter ISO code")
+        currency = ""
+    status = intent.get("status")
+    if status != "succeeded":
+        shown = repr(status[:40]) if isinstance(status, str) else "missing"
+        problems.append(f"status: the PaymentIntent is {shown}, not 'succeeded'")
+    return amount, currency.lower(), problems
+
+
+def _is_minor_units(value: object) -> TypeGuard[int]:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= _MAX_MINOR_UNITS
+    )
+
+
+def _payment_intent_of(value: object) -> str | None:
+    """A PaymentIntent id (``pi_...``) from an event field, which Stripe may
+    send expanded into the object; ``None`` when it is not one."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if isinstance(value, str) and value.startswith("pi_") and len(value) <= 255:
+        return value
+    return None
+
+
+def _payment_intent_lock(payment_intent: str) -> None:
+    """Serialise every event of one PaymentIntent until the transaction ends.
+
+    Taken first by each handler: a refund posted while its payment's
+    transaction is open waits for it and then sees the payment; one that gets
+    here first is remembered (``EarlyRefund``) before the payment can look.
+    Without it each would miss the other's uncommitted row. Transaction-scoped,
+    so a crash or rollback releases it; a hash collision only makes two
+    PaymentIntents wait for each other.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"stripe.payment_intent:{payment_intent}"],
+        )
 
 
 def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
@@ -138,9 +229,6 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
     if course.mode == Course.Mode.HOME:
         require_location(request)
     student_id = _student_upsert(request)
-    refunded_already = WebhookDelivery.objects.filter(
-        payment_intent=payment.payment_intent, event_type="charge.refunded"
-    ).exists()
     purchase = Purchase.objects.create(
         payment=payment,
         student_id=student_id,
@@ -158,14 +246,16 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         purchase=purchase,
         kind=TraceEvent.Kind.STATE_CHANGE,
         actor=actor,
-        message=f"Purchase of {course.title} recorded; trainer allocation pending.",
+        message=(
+            f"Purchase of {course.title} for "
+            f"{format_amount(payment.amount, payment.currency)} recorded; "
+            "trainer allocation pending."
+        ),
         to_status=purchase.status,
     )
-    if refunded_already:
+    if payment.status == Payment.Status.REFUNDED:
         # Stripe does not promise order: the refund came first, so the purchase is
         # born cancelled and nothing is allocated.
-        payment.status = Payment.Status.REFUNDED
-        payment.save(update_fields=["status", "updated_at"])
         purchase_transition(
             purchase=purchase,
             to_status=Purchase.Status.REFUNDED,
@@ -187,7 +277,8 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
 
 
 def payment_flag(*, payment: Payment, reason: str, actor: str) -> Payment:
-    """Keep a payment whose metadata cannot become a purchase, for operators."""
+    """Keep a payment that cannot become a purchase (or whose refund failed)
+    for operators, with ``reason``; in the caller's transaction."""
     payment.attention_reason = reason
     payment.save(update_fields=["attention_reason", "updated_at"])
     trace_record(
@@ -205,16 +296,47 @@ def payment_flag(*, payment: Payment, reason: str, actor: str) -> Payment:
 
 
 def _charge_refunded(event: StripeEvent) -> EventResult:
+    """``charge.refunded``, sent for partial refunds too: the charge carries the
+    running ``amount_refunded``; only a full refund cancels the purchase."""
     event_id, charge = event.id, event.data_object
-    payment_intent = text_field(charge, "payment_intent", prefix="pi_")
+    if charge.get("payment_intent") is None:
+        # A charge made without a PaymentIntent was not made by this service.
+        logger.info(
+            "refund of a charge without a PaymentIntent ignored",
+            extra={"charge": str(charge.get("id"))[:255], "event_id": event_id},
+        )
+        return EventResult(Outcome.IGNORED)
+    payment_intent = _payment_intent_of(charge.get("payment_intent"))
+    if payment_intent is None:
+        return _unusable(event, "payment_intent: not a PaymentIntent id (pi_...)")
+    amount_refunded = charge.get("amount_refunded")
+    fully = charge.get("refunded") is True
+    if not _is_minor_units(amount_refunded):
+        if not fully:
+            return _unusable(
+                event,
+                "amount_refunded: not a whole number of minor units",
+                payment_intent=payment_intent,
+            )
+        amount_refunded = 0
     with transaction.atomic():
+        _payment_intent_lock(payment_intent)
         payment = (
             Payment.objects.select_for_update(no_key=True)
             .filter(payment_intent=payment_intent)
             .first()
         )
         if payment is None:
-            reason = f"refund for unknown PaymentIntent {payment_intent}"
+            _early_refund_remember(
+                payment_intent=payment_intent,
+                amount_refunded=amount_refunded,
+                refunded=fully,
+                event_id=event_id,
+            )
+            reason = (
+                f"refund for unknown PaymentIntent {payment_intent}; remembered, "
+                "its payment will not be fulfilled beyond it"
+            )
             _delivery(
                 event_id,
                 "charge.refunded",
@@ -229,13 +351,182 @@ def _charge_refunded(event: StripeEvent) -> EventResult:
             .filter(payment=payment)
             .first()
         )
+        outcome = payment_refund_record(
+            payment=payment,
+            purchase=purchase,
+            amount_refunded=amount_refunded,
+            refunded=fully,
+            actor=STRIPE_ACTOR,
+        )
+        _delivery(event_id, "charge.refunded", payment_intent, outcome.value)
+        return EventResult(outcome, purchase.pk if purchase else None)
+
+
+def payment_refund_record(
+    *,
+    payment: Payment,
+    purchase: Purchase | None,
+    amount_refunded: int,
+    refunded: bool,
+    actor: str,
+) -> Outcome:
+    """Record that ``amount_refunded`` (a running total) of ``payment`` is
+    refunded: fully (``refunded``, or all that was received) cancels the
+    purchase; partly only records the amount and traces it. Idempotent: a total
+    not above the recorded one, or any refund of a refunded payment, is a
+    ``DUPLICATE``. In the caller's transaction, rows locked."""
+    if payment.status == Payment.Status.REFUNDED:
+        return Outcome.DUPLICATE
+    # A payment whose amount is unknown (0, flagged) is only ever fully refunded
+    # when Stripe says so.
+    if refunded or 0 < payment.amount <= amount_refunded:
+        payment.amount_refunded = max(
+            payment.amount_refunded, amount_refunded, payment.amount
+        )
+        purchase_refund(payment=payment, purchase=purchase, actor=actor)
+        return Outcome.REFUNDED
+    if amount_refunded <= payment.amount_refunded:
+        return Outcome.DUPLICATE
+    payment.amount_refunded = amount_refunded
+    payment.save(update_fields=["amount_refunded", "updated_at"])
+    refunded_text = format_amount(amount_refunded, payment.currency)
+    received_text = format_amount(payment.amount, payment.currency)
+    trace_record(
+        payment=payment,
+        purchase=purchase,
+        kind=TraceEvent.Kind.STATE_CHANGE,
+        actor=actor,
+        message=(
+            f"Partial refund: {refunded_text} of {received_text} refunded so far; "
+            "the purchase and its sessions are unchanged."
+        ),
+    )
+    logger.info(
+        "partial refund recorded",
+        extra={
+            "payment_intent": payment.payment_intent,
+            "amount_refunded": amount_refunded,
+        },
+    )
+    return Outcome.PARTIALLY_REFUNDED
+
+
+def _early_refund_remember(
+    *, payment_intent: str, amount_refunded: int, refunded: bool, event_id: str
+) -> None:
+    """Keep the largest refund seen for a PaymentIntent not yet paid (under its
+    lock); the payment applies it when it arrives."""
+    table = EarlyRefund._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} AS r (payment_intent, amount_refunded, "  # noqa: S608
+            "refunded, event_id, received_at) VALUES (%s, %s, %s, %s, now()) "
+            "ON CONFLICT (payment_intent) DO UPDATE SET "
+            "amount_refunded = greatest(r.amount_refunded, excluded.amount_refunded), "
+            "refunded = r.refunded OR excluded.refunded",
+            [payment_intent, amount_refunded, refunded, event_id],
+        )
+
+
+def _early_refund_apply(*, payment: Payment) -> None:
+    """Apply a refund that came before this (new, locked) payment."""
+    early = EarlyRefund.objects.filter(payment_intent=payment.payment_intent).first()
+    if early is not None:
+        payment_refund_record(
+            payment=payment,
+            purchase=None,
+            amount_refunded=early.amount_refunded,
+            refunded=early.refunded,
+            actor=STRIPE_ACTOR,
+        )
+
+
+# Refund statuses after which the money stays with us, though a refund was asked.
+_REFUND_NOT_RETURNED = ("failed", "canceled")
+
+
+def _refund_updated(event: StripeEvent) -> EventResult:
+    """``charge.refund.updated`` / ``refund.updated`` (a Refund object): a refund
+    that failed or was cancelled flags the payment, and a purchase already
+    cancelled by it, for operators. Other updates are ignored."""
+    event_id, refund = event.id, event.data_object
+    status = refund.get("status")
+    if status not in _REFUND_NOT_RETURNED or refund.get("payment_intent") is None:
+        logger.info(
+            "refund update ignored",
+            extra={"refund": str(refund.get("id"))[:255], "event_id": event_id},
+        )
+        return EventResult(Outcome.IGNORED)
+    payment_intent = _payment_intent_of(refund.get("payment_intent"))
+    if payment_intent is None:
+        return _unusable(event, "payment_intent: not a PaymentIntent id (pi_...)")
+    refund_id = refund.get("id")
+    failure = refund.get("failure_reason")
+    named = f"refund {refund_id[:255]}" if isinstance(refund_id, str) else "a refund"
+    because = f" ({failure[:200]})" if isinstance(failure, str) and failure else ""
+    reason = f"{named} {status}{because}: the money was not returned to the customer"
+    with transaction.atomic():
+        _payment_intent_lock(payment_intent)
+        payment = (
+            Payment.objects.select_for_update(no_key=True)
+            .filter(payment_intent=payment_intent)
+            .first()
+        )
+        if payment is None:
+            # A refund remembered before its payment no longer stands.
+            amount = refund.get("amount")
+            EarlyRefund.objects.filter(payment_intent=payment_intent).update(
+                refunded=False,
+                amount_refunded=Greatest(
+                    F("amount_refunded") - (amount if _is_minor_units(amount) else 0),
+                    0,
+                ),
+            )
+            reason = f"{reason}; unknown PaymentIntent {payment_intent}"
+            _delivery(event_id, event.type, payment_intent, "needs_attention", reason)
+            logger.warning(
+                "refund failure for unknown payment", extra={"pi": payment_intent}
+            )
+            return EventResult(Outcome.NEEDS_ATTENTION, reason=reason)
+        purchase = (
+            Purchase.objects.select_for_update(no_key=True)
+            .filter(payment=payment)
+            .first()
+        )
         purchase_id = purchase.pk if purchase else None
-        if payment.status == Payment.Status.REFUNDED:
-            _delivery(event_id, "charge.refunded", payment_intent, "duplicate")
-            return EventResult(Outcome.DUPLICATE, purchase_id)
-        purchase_refund(payment=payment, purchase=purchase, actor=STRIPE_ACTOR)
-        _delivery(event_id, "charge.refunded", payment_intent, "refunded")
-        return EventResult(Outcome.REFUNDED, purchase_id)
+        if payment.attention_reason == reason:
+            # charge.refund.updated and refund.updated tell of the same refund.
+            _delivery(event_id, event.type, payment_intent, "duplicate")
+            return EventResult(Outcome.DUPLICATE, purchase_id, reason=reason)
+        amount = refund.get("amount")
+        if _is_minor_units(amount):
+            payment.amount_refunded = max(0, payment.amount_refunded - amount)
+            payment.save(update_fields=["amount_refunded", "updated_at"])
+        payment_flag(payment=payment, reason=reason, actor=STRIPE_ACTOR)
+        if purchase is not None and purchase.status == Purchase.Status.REFUNDED:
+            purchase_transition(
+                purchase=purchase,
+                to_status=Purchase.Status.NEEDS_ATTENTION,
+                reason=f"Cancelled for a refund, but {reason}.",
+                actor=STRIPE_ACTOR,
+            )
+        _delivery(event_id, event.type, payment_intent, "needs_attention", reason)
+        return EventResult(Outcome.NEEDS_ATTENTION, reason=reason)
+
+
+def _unusable(
+    event: StripeEvent, reason: str, *, payment_intent: str = ""
+) -> EventResult:
+    """An authentic event of a handled type that cannot be used: answered
+    ``needs_attention`` (never 4xx: Stripe would retry it for days) and its
+    delivery kept with the reason, for operators."""
+    with transaction.atomic():
+        _delivery(event.id, event.type, payment_intent, "needs_attention", reason)
+    logger.warning(
+        "stripe event unusable",
+        extra={"event_id": event.id, "event_type": event.type, "reason": reason},
+    )
+    return EventResult(Outcome.NEEDS_ATTENTION, reason=reason)
 
 
 def purchase_refund(
@@ -246,7 +537,7 @@ def purchase_refund(
     capacity. Runs in the caller's transaction with both rows locked."""
     now = timezone.now()
     payment.status = Payment.Status.REFUNDED
-    payment.save(update_fields=["status", "updated_at"])
+    payment.save(update_fields=["status", "amount_refunded", "updated_at"])
     if purchase is None:
         trace_record(
             payment=payment,
@@ -315,6 +606,8 @@ _Handler = Callable[[StripeEvent], EventResult]
 _HANDLERS: dict[str, _Handler] = {
     "payment_intent.succeeded": _payment_succeeded,
     "charge.refunded": _charge_refunded,
+    "charge.refund.updated": _refund_updated,
+    "refund.updated": _refund_updated,
 }
 
 

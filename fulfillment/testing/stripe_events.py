@@ -56,8 +56,15 @@ def payment_intent_succeeded(
 
 
 def charge_refunded(
-    *, payment_intent: str, amount: int = 499900, event_id: str | None = None
+    *,
+    payment_intent: str | None,
+    amount: int = 499900,
+    amount_refunded: int | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
+    """``charge.refunded`` as Stripe sends it for full and partial refunds:
+    ``amount_refunded`` is the running total (all of ``amount`` by default)."""
+    refunded_so_far = amount if amount_refunded is None else amount_refunded
     return {
         "id": event_id or new_id("evt"),
         "object": "event",
@@ -70,8 +77,10 @@ def charge_refunded(
                 "id": new_id("ch"),
                 "object": "charge",
                 "amount": amount,
-                "amount_refunded": amount,
-                "refunded": True,
+                "amount_captured": amount,
+                "amount_refunded": refunded_so_far,
+                "currency": "inr",
+                "refunded": refunded_so_far >= amount,
                 "payment_intent": payment_intent,
             }
         },

@@ -61,9 +61,10 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         logger.error("database unavailable for webhook", extra={"error": str(error)})
         return JsonResponse({"error": "database_unavailable"}, status=503)
     except (DataError, UnicodeEncodeError) as error:
-        # Text PostgreSQL cannot hold (NUL, an unpaired surrogate) or a number
-        # beyond its column. The transaction rolled back, so nothing was stored;
-        # the same body would fail the same way again, so it is not a 503.
+        # Not expected: the service cleans text PostgreSQL cannot hold and checks
+        # numbers against their columns, keeping such payments flagged. Should a
+        # value still slip through, the transaction rolled back and the same body
+        # would fail the same way again, so it is not a 503.
         logger.warning("webhook event cannot be stored", extra={"error": str(error)})
         detail = "the event holds a value the database cannot store"
         return _answer({"error": "malformed_payload", "detail": detail}, status=400)
@@ -74,7 +75,12 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
 
 
 # Outcomes that name the purchase they are about (``null`` when there is none).
-_NAMES_PURCHASE = {Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.REFUNDED}
+_NAMES_PURCHASE = {
+    Outcome.ACCEPTED,
+    Outcome.DUPLICATE,
+    Outcome.REFUNDED,
+    Outcome.PARTIALLY_REFUNDED,
+}
 
 
 def _body_for(result: EventResult) -> dict[str, Any]:

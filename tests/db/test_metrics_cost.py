@@ -43,10 +43,10 @@ INSERT INTO fulfillment_trainer (id, name, email, latitude, longitude, max_trave
     updated_at)
 VALUES ('00000000-0000-0000-0000-0000000000e1', 'Seeded trainer', 't@example.com', 12.9,
     77.6, 10, 100000, '{0,1,2,3,4}', '09:00', '18:00', true, now(), now());
-INSERT INTO fulfillment_payment (id, payment_intent, amount, currency, status, metadata,
-    raw_event, attention_reason, created_at, updated_at)
-SELECT md5('payment' || g)::uuid, 'pi_seeded_' || g, 150000, 'inr', 'succeeded', '{}',
-    '{}', '', now() - g * interval '1 minute', now()
+INSERT INTO fulfillment_payment (id, payment_intent, amount, amount_refunded, currency,
+    status, metadata, raw_event, attention_reason, created_at, updated_at)
+SELECT md5('payment' || g)::uuid, 'pi_seeded_' || g, 150000, 0, 'inr', 'succeeded',
+    '{}', '{}', '', now() - g * interval '1 minute', now()
 FROM generate_series(1, 20000) g;
 INSERT INTO fulfillment_purchase (id, total_sessions, delivery_mode, start_date,
     time_slot, status, status_reason, created_at, allocated_at, updated_at, course_id,

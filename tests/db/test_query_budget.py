@@ -66,10 +66,12 @@ def stage_counts(signed_post: SignedPost, course: Course) -> dict[str, int]:
 def test_each_stage_stays_within_its_statement_budget(signed_post: SignedPost) -> None:
     counts = stage_counts(signed_post, roster(3))
 
-    # Measured: webhook 11, allocate 14, materialise 11, refresh 9 (17, 16, 15, 9
+    # Measured: webhook 12, allocate 14, materialise 11, refresh 9 (17, 16, 15, 9
     # before the webhook upserts, the SQL prefilter of candidates and the
-    # sessions stage's single read of its reservations).
-    assert counts["webhook"] <= 11, counts
+    # sessions stage's single read of its reservations). The webhook's 12 include
+    # the PaymentIntent's advisory lock and the read of a refund that came first
+    # (#12), less the old look for refund deliveries.
+    assert counts["webhook"] <= 12, counts
     assert counts["allocate"] <= 14, counts
     assert counts["materialise"] <= 11, counts
     assert counts["refresh"] <= 9, counts

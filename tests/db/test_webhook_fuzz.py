@@ -39,6 +39,7 @@ from hypothesis.control import currently_in_test_context
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from fulfillment.domain.json_body import MAX_DEPTH
+from fulfillment.domain.storable import storable_text
 from fulfillment.models import (
     Course,
     Payment,
@@ -60,7 +61,15 @@ FUZZ = hypothesis_settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-ANSWERS_200 = {"ignored", "accepted", "duplicate", "needs_attention", "refunded"}
+ANSWERS_200 = {
+    "ignored",
+    "accepted",
+    "duplicate",
+    "needs_attention",
+    "refunded",
+    "partially_refunded",
+}
+REFUND_UPDATES = ("charge.refund.updated", "refund.updated")
 ERRORS_400 = {"invalid_signature", "malformed_payload"}
 CONTRACT_FIELDS = (
     "student_id",
@@ -278,27 +287,47 @@ def check_delivery(delivery: Delivery, event: object = None) -> dict[str, Any]:
         assert isinstance(body["reason"], str) and body["reason"]
         assert after.deliveries == before.deliveries + 1
         assert after.purchases == before.purchases
-        assert not new_jobs
-        if event_type == "payment_intent.succeeded":
+        assert isinstance(event, dict)
+        payment_intent = usable_payment_intent(event)
+        if event_type == "payment_intent.succeeded" and payment_intent:
             # Money taken is never dropped: the payment is kept, flagged.
-            assert isinstance(event, dict)
-            payment = Payment.objects.get(payment_intent=event["data"]["object"]["id"])
+            assert not new_jobs
+            payment = Payment.objects.get(payment_intent=payment_intent)
             assert payment.attention_reason == body["reason"]
             assert (after.payments, after.flagged) == (
                 before.payments + 1,
                 before.flagged + 1,
             )
+        elif event_type in REFUND_UPDATES:
+            # A failed refund flags its payment (and a purchase it cancelled,
+            # whose student's learnings change).
+            assert set(new_jobs) <= {"refresh_learnings"}
+            assert after.payments == before.payments
+            assert after.flagged - before.flagged in (0, 1)
         else:
-            # A refund of a PaymentIntent never seen: only the delivery is kept.
-            assert event_type == "charge.refunded"
+            # A refund of a PaymentIntent never seen, or an object without a
+            # usable PaymentIntent id: only the delivery is kept.
+            assert not new_jobs
+            assert event_type in ("payment_intent.succeeded", "charge.refunded")
             assert (after.payments, after.flagged) == (before.payments, before.flagged)
+    elif status == "partially_refunded":
+        # Recorded on the payment; the purchase and its sessions are unchanged.
+        assert event_type == "charge.refunded"
+        assert set(body) == {"status", "purchase_id"}
+        assert isinstance(event, dict)
+        payment = Payment.objects.get(payment_intent=usable_payment_intent(event))
+        assert payment.status == Payment.Status.SUCCEEDED
+        assert payment.amount_refunded == event["data"]["object"]["amount_refunded"]
+        assert 0 < payment.amount_refunded < payment.amount
+        assert after.deliveries == before.deliveries + 1
+        assert after.trace_events == before.trace_events + 1
+        assert (after.payments, after.purchases) == (before.payments, before.purchases)
+        assert after.jobs == before.jobs
     else:
         assert status == "refunded" and event_type == "charge.refunded"
         assert set(body) == {"status", "purchase_id"}
         assert isinstance(event, dict)
-        payment = Payment.objects.get(
-            payment_intent=event["data"]["object"]["payment_intent"]
-        )
+        payment = Payment.objects.get(payment_intent=usable_payment_intent(event))
         assert payment.status == Payment.Status.REFUNDED
         if body["purchase_id"] is not None:
             assert Purchase.objects.get(pk=body["purchase_id"]).status == "refunded"
@@ -309,6 +338,16 @@ def check_delivery(delivery: Delivery, event: object = None) -> dict[str, Any]:
         assert set(new_jobs) <= {"reallocate_waitlist", "refresh_learnings"}
     assert_no_partial_rows()
     return body
+
+
+def usable_payment_intent(event: dict[str, Any]) -> str | None:
+    """The PaymentIntent id an event is about, as stored, if it has one."""
+    data_object = event["data"]["object"]
+    key = "id" if event.get("type") == "payment_intent.succeeded" else "payment_intent"
+    value = data_object.get(key) if isinstance(data_object, dict) else None
+    if isinstance(value, str) and value.startswith("pi_") and len(value) <= 255:
+        return storable_text(value)
+    return None
 
 
 def assert_no_partial_rows() -> None:
@@ -485,13 +524,33 @@ def payment_intent_events(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def refund_events(draw: st.DrawFn) -> dict[str, Any]:
+    """charge.refunded, full or partial (Stripe sends both), sometimes for a
+    charge without a PaymentIntent."""
     charge = {
         "id": "ch_fuzz",
         "object": "charge",
-        "payment_intent": draw(payment_intent_ids),
-        "refunded": True,
+        "payment_intent": draw(mostly(payment_intent_ids, st.none())),
+        "amount": 499900,
+        "amount_refunded": draw(
+            mostly(st.sampled_from([1000, 250000, 499900]), amounts)
+        ),
+        "refunded": draw(st.booleans()),
     }
     return envelope(draw(event_ids), "charge.refunded", charge)
+
+
+@st.composite
+def refund_update_events(draw: st.DrawFn) -> dict[str, Any]:
+    refund = {
+        "id": "re_fuzz",
+        "object": "refund",
+        "amount": draw(amounts),
+        "payment_intent": draw(mostly(payment_intent_ids, st.none())),
+        "status": draw(st.sampled_from(["failed", "canceled", "succeeded", "pending"])),
+        "failure_reason": draw(st.sampled_from(["lost_or_stolen_card", None])),
+    }
+    event_type = draw(st.sampled_from(REFUND_UPDATES))
+    return envelope(draw(event_ids), event_type, refund)
 
 
 def envelope(
@@ -550,7 +609,11 @@ def test_event_envelopes_with_any_object_get_a_contract_answer(
 
 @hypothesis_settings(FUZZ, max_examples=100)
 @given(
-    events=st.lists(payment_intent_events() | refund_events(), min_size=1, max_size=3),
+    events=st.lists(
+        payment_intent_events() | refund_events() | refund_update_events(),
+        min_size=1,
+        max_size=3,
+    ),
     repeat=st.booleans(),
 )
 def test_payment_intents_with_any_metadata_store_exactly_what_the_answer_says(
@@ -566,9 +629,13 @@ def test_payment_intents_with_any_metadata_store_exactly_what_the_answer_says(
             again = {**events[0], "id": stripe_events.new_id("evt")}
             answer = check_delivery(Delivery.signed(encode(again)), again)
             first = answers[0].get("status")
-            if first in ("accepted", "needs_attention") and again["type"] == (
-                "payment_intent.succeeded"
-            ):
+            kept = first == "accepted" or (
+                first == "needs_attention"
+                and Payment.objects.filter(
+                    payment_intent=usable_payment_intent(again) or ""
+                ).exists()
+            )
+            if kept and again["type"] == "payment_intent.succeeded":
                 assert answer["status"] == "duplicate"
                 assert answer["purchase_id"] == answers[0].get("purchase_id")
 
@@ -633,25 +700,70 @@ def deeply_nested_body(depth: int) -> bytes:
     )
 
 
-PINNED: dict[str, Callable[[], bytes]] = {
-    "a metadata value with a NUL": lambda: encode(metadata_event(note="a\x00b")),
-    "a metadata key with a NUL": lambda: encode(metadata_event(**{"k\x00": "v"})),
-    "an unpaired surrogate in metadata": lambda: encode(metadata_event(note="\ud800")),
-    "an unpaired surrogate in the PaymentIntent id": lambda: encode(
-        {
-            **load_event("payment_intent_succeeded"),
-            "data": {"object": {"id": "pi_\udc00", "amount": 1, "currency": "inr"}},
-        }
+# Authentic payments holding a value PostgreSQL cannot store: kept, cleaned and
+# flagged, with the field named first in the reason.
+UNSTORABLE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "a metadata value with a NUL": (
+        lambda: encode(metadata_event(note="a\x00b")),
+        "metadata.note:",
     ),
+    "a metadata key with a NUL": (
+        lambda: encode(metadata_event(**{"k\x00": "v"})),
+        "metadata.k\ufffd:",
+    ),
+    "an unpaired surrogate in metadata": (
+        lambda: encode(metadata_event(note="\ud800")),
+        "metadata.note:",
+    ),
+    "an unpaired surrogate in the PaymentIntent id": (
+        lambda: encode(
+            {
+                **load_event("payment_intent_succeeded"),
+                "data": {"object": {"id": "pi_\udc00", "amount": 1, "currency": "inr"}},
+            }
+        ),
+        "id:",
+    ),
+    "an amount beyond 64 bits": (
+        lambda: encode(metadata_event()).replace(
+            b'"amount_received":499900', b'"amount_received":' + str(2**64).encode()
+        ),
+        "amount_received:",
+    ),
+    "a currency that grows when lower-cased": (
+        lambda: encode(metadata_event()).replace(
+            b'"currency":"inr"', b'"currency":"\\u0130\\u0130\\u0130"'
+        ),
+        "currency:",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTORABLE))
+def test_payments_postgresql_cannot_store_are_kept_cleaned_and_flagged(
+    case: str,
+) -> None:
+    ensure_catalogue()
+    build, field = UNSTORABLE[case]
+    body = build()
+    event = json.loads(body)
+
+    answer = check_delivery(Delivery.signed(body), event)
+
+    assert answer["status"] == "needs_attention", answer
+    assert answer["reason"].startswith(field), answer
+    payment = Payment.objects.get()
+    assert payment.attention_reason == answer["reason"]
+    assert not Purchase.objects.exists()
+    stored = json.dumps([payment.payment_intent, payment.metadata, payment.raw_event])
+    assert "\\u0000" not in stored and "\\ud8" not in stored and "\\udc" not in stored
+
+
+# Bodies that are not strict JSON at all (CONTRACT §3: malformed_payload).
+UNREADABLE: dict[str, Callable[[], bytes]] = {
     "a NaN": lambda: encode(metadata_event(note=float("nan"))),
     "a number too large for a float": lambda: encode(metadata_event(note=1.5)).replace(
         b'"note":1.5', b'"note":1e400'
-    ),
-    "an amount beyond 64 bits": lambda: encode(metadata_event()).replace(
-        b'"amount":499900', b'"amount":' + str(2**64).encode()
-    ),
-    "a currency that grows when lower-cased": lambda: encode(metadata_event()).replace(
-        b'"currency":"inr"', b'"currency":"\\u0130\\u0130\\u0130"'
     ),
     "metadata nested past the limit": lambda: encode(
         metadata_event(note=nested(MAX_DEPTH))
@@ -664,12 +776,12 @@ PINNED: dict[str, Callable[[], bytes]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(PINNED))
-def test_bodies_postgresql_cannot_store_are_malformed_and_store_nothing(
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_bodies_that_are_not_strict_json_are_malformed_and_store_nothing(
     case: str,
 ) -> None:
     ensure_catalogue()
-    body = PINNED[case]()
+    body = UNREADABLE[case]()
 
     answer = check_delivery(Delivery.signed(body))
 

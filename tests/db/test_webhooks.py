@@ -116,10 +116,9 @@ def test_delivery_signed_more_than_300_seconds_ago_is_refused(
         b"not json at all",
         b"[1, 2, 3]",
         b'{"id": "evt_1", "type": "payment_intent.succeeded"}',
-        b'{"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}',
         b'{"id": 5, "type": "payment_intent.succeeded", "data": {"object": {}}}',
-        # A charge without its payment_intent:
-        b'{"id": "evt_1", "type": "charge.refunded", "data": {"object": {}}}',
+        b'{"type": "payment_intent.succeeded", "data": {"object": {}}}',
+        b'{"id": "evt_1", "data": {"object": {}}}',
     ],
 )
 def test_authentic_body_that_is_not_a_stripe_event_is_malformed(
@@ -144,17 +143,43 @@ def test_body_that_is_not_utf8_cannot_carry_a_valid_signature(
     assert nothing_stored()
 
 
-def test_payment_intent_with_bad_amount_is_malformed(
+def test_authentic_event_whose_object_cannot_be_used_is_kept_for_operators(
+    signed_post: Callable[..., Any],
+) -> None:
+    # A Stripe event, but its PaymentIntent has no id: nothing to key a payment
+    # on, so the delivery is kept, flagged, and Stripe is not told to retry.
+    body = (
+        b'{"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}'
+    )
+
+    response = signed_post(body)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "needs_attention",
+        "reason": "id: not a PaymentIntent id (pi_...)",
+    }
+    assert not Payment.objects.exists()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.outcome, delivery.event_id) == ("needs_attention", "evt_1")
+
+
+def test_payment_intent_with_bad_amount_is_kept_for_operators(
     signed_post: Callable[..., Any],
 ) -> None:
     event = load_event("payment_intent_succeeded")
-    event["data"]["object"]["amount"] = "4999"
+    event["data"]["object"]["amount_received"] = "4999"
 
     response = signed_post(event)
 
-    assert response.status_code == 400
-    assert "amount" in response.json()["detail"]
-    assert nothing_stored()
+    assert response.status_code == 200
+    assert response.json()["status"] == "needs_attention"
+    assert response.json()["reason"].startswith("amount_received:")
+    payment = Payment.objects.get()
+    assert payment.attention_reason == response.json()["reason"]
+    assert payment.raw_event["data"]["object"]["amount_received"] == "4999"
+    assert not Purchase.objects.exists()
+    assert not jobs("allocate_trainer")
 
 
 def test_authentic_event_of_unhandled_type_is_ignored(
