@@ -269,6 +269,9 @@ PROCRASTINATE_PERIODIC_DEFAULTS = {"max_delay": 600}
 # loop that keeps its wake-ups, and the task middleware (fulfillment/queue/).
 PROCRASTINATE_ON_APP_READY = "fulfillment.queue.worker.on_app_ready"
 
+# `doctor` fails on a transaction holding locks (or idle) longer than this.
+DOCTOR_LOCK_HOLD_LIMIT_S = env_int("DOCTOR_LOCK_HOLD_LIMIT_S", 30, minimum=1)
+
 # --- admin ---------------------------------------------------------------------
 ADMIN_TOOLS_INDEX_DASHBOARD = "admin_ui.dashboard.OperationsDashboard"
 ADMIN_TOOLS_MENU = "admin_ui.menu.OperationsMenu"

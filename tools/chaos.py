@@ -8,8 +8,11 @@ partly refunded then fully, 1 % only partly refunded, and a sprinkling of bad
 deliveries (bad signature, stale, malformed, unknown course, impossible date)
 and of refunds of charges made without a PaymentIntent (not ours: ignored).
 Deliveries without an answer or with a 5xx are retried with backoff.
-Meanwhile a random worker is SIGKILLed every K seconds and replaced, and
-PostgreSQL is restarted once halfway. When the queue has drained it checks:
+Meanwhile a random worker is SIGKILLed every K seconds and replaced,
+PostgreSQL is restarted once halfway, and a session holds the busiest
+trainer's row locked for 60 s from a quarter of the way in (as a worker cut off
+mid-allocation would): allocations must go on meanwhile and ``doctor`` must name
+the holder. When the queue has drained it checks:
 
 - every payment Stripe would have delivered has exactly one purchase (lost, double);
 - every purchase is allocated (one active allocation, a reservation per session,
@@ -40,6 +43,7 @@ import dataclasses
 import json
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -93,6 +97,19 @@ class Chaos:
     down: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     # (kill time, ids of the jobs the killed worker was running)
     killed_jobs: list[tuple[float, list[int]]] = dataclasses.field(default_factory=list)
+    lock: LockHold | None = None
+
+
+@dataclasses.dataclass
+class LockHold:
+    """A session holding one trainer's row, and what happened meanwhile."""
+
+    trainer_id: str = ""
+    held_s: float = 0.0
+    allocated_meanwhile: int = 0  # allocations committed while the lock was held
+    accepted_meanwhile: int = 0  # purchases recorded while the lock was held
+    doctor_named_it: bool = False
+    ended_by_server: bool = False
 
 
 # --- the plan ----------------------------------------------------------------------
@@ -248,6 +265,95 @@ def monkey(
             chaos.kills += 1
             chaos.killed_jobs.append((time.time(), running))
             stk.start_worker()
+
+
+LOCK_HOLDER = "chaos-lock-holder"
+
+
+def hold_trainer_lock(
+    stk: Stack, chaos: Chaos, *, seconds: float, at: float, stop: threading.Event
+) -> None:
+    """At ``at`` (monotonic), lock the row of the trainer with the most active
+    allocations for ``seconds`` in an open transaction, idle: what a worker cut
+    off mid-allocation leaves behind. Halfway, ask ``doctor`` whether it names
+    the holder. The server may end the session first
+    (idle_in_transaction_session_timeout): that is recorded, not an error."""
+    if stop.wait(max(0.0, at - time.monotonic())):
+        return
+    hold = chaos.lock = LockHold()
+    began_wall: tuple[Any, ...] | None = None
+    with stk.database.connect() as conn:  # autocommit: the hold is explicit
+        conn.execute("SELECT set_config('application_name', %s, false)", [LOCK_HOLDER])
+        row = conn.execute(
+            """
+            SELECT t.id::text FROM fulfillment_trainer t
+            LEFT JOIN fulfillment_trainerallocation a
+              ON a.trainer_id = t.id AND a.status = 'active'
+            GROUP BY t.id ORDER BY count(a.id) DESC, t.id LIMIT 1
+            """
+        ).fetchone()
+        if row is None:
+            return
+        hold.trainer_id = row[0]
+        began = time.monotonic()
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT 1 FROM fulfillment_trainer WHERE id = %s FOR UPDATE",
+                    [hold.trainer_id],
+                )
+                began, began_wall = (
+                    time.monotonic(),
+                    conn.execute("SELECT now()").fetchone(),
+                )
+                # doctor's own limit (30 s) when the hold outlasts it; a shorter
+                # hold (the suite's short run) asks doctor with a limit to match.
+                limit = 30 if seconds >= 36 else max(1, int(seconds // 3))
+                stop.wait(limit + 2)
+                doctor = subprocess_output(
+                    stk,
+                    "doctor",
+                    "--details",
+                    env={"DOCTOR_LOCK_HOLD_LIMIT_S": str(limit)},
+                )
+                (stk.run_dir / "doctor-while-locked.txt").write_text(doctor)
+                hold.doctor_named_it = (
+                    LOCK_HOLDER in doctor and "fulfillment_trainer" in doctor
+                )
+                stop.wait(max(0.0, seconds - (time.monotonic() - began)))
+        except psycopg.Error:
+            hold.ended_by_server = True
+        hold.held_s = round(time.monotonic() - began, 1)
+    with stk.database.connect() as conn:
+        since = began_wall[0] if began_wall else None
+        counts = conn.execute(
+            """
+            SELECT
+              (SELECT count(*) FROM fulfillment_trainerallocation
+               WHERE created_at >= %(since)s
+                 AND created_at < %(since)s + make_interval(secs => %(held)s)),
+              (SELECT count(*) FROM fulfillment_purchase
+               WHERE created_at >= %(since)s
+                 AND created_at < %(since)s + make_interval(secs => %(held)s))
+            """,
+            {"since": since, "held": hold.held_s},
+        ).fetchone()
+        if counts:
+            hold.allocated_meanwhile, hold.accepted_meanwhile = counts
+
+
+def subprocess_output(stk: Stack, *args: str, env: dict[str, str]) -> str:
+    """``manage.py ARGS`` output whatever its exit status (doctor exits 1 when a
+    check fails, which is what it is asked about here)."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=stk.project,
+        env={**stk.env, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout + result.stderr
 
 
 def _running_jobs(stk: Stack, pid: int) -> list[int]:
@@ -435,6 +541,24 @@ def check(
     if left:
         problems.append(f"{left} pipeline jobs left todo or doing")
     problems += [f"{n} failed jobs of {task}" for task, n in failed_tasks]
+    hold = chaos.lock
+    if hold is not None and hold.trainer_id:
+        if hold.accepted_meanwhile and not hold.allocated_meanwhile:
+            problems.append(
+                f"no allocation in the {hold.held_s}s a trainer row was locked "
+                f"({hold.accepted_meanwhile} purchases arrived meanwhile)"
+            )
+        if not hold.doctor_named_it:
+            problems.append("doctor did not name the session holding a trainer lock")
+    lock_rows: dict[str, Any] = (
+        {
+            "trainer lock held s": hold.held_s,
+            "allocated while locked": hold.allocated_meanwhile,
+            "doctor named holder": hold.doctor_named_it,
+        }
+        if hold is not None
+        else {}
+    )
     return {
         "payments": len(fate["stored"]),
         "deliveries": len(deliveries),
@@ -473,6 +597,7 @@ def check(
         "jobs left": left,
         "failed jobs": jobs.get("failed", 0),
         "unexpected answers": len(unexpected),
+        **lock_rows,
         "problems": problems,
     }
 
@@ -602,6 +727,14 @@ def _parser() -> argparse.ArgumentParser:
         help="use a database of this name on an existing server instead "
         "(it is dropped and created; PostgreSQL is not restarted)",
     )
+    parser.add_argument(
+        "--lock-trainer-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="hold the busiest trainer's row locked this long from a quarter of "
+        "the run (0: never)",
+    )
     parser.add_argument("--dbname", default="fulfillment_chaos")
     parser.add_argument("--run-dir", type=Path, default=stack.ROOT / ".data" / "chaos")
     parser.add_argument("--seed", type=int, default=20261122)
@@ -652,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     chaos = Chaos()
     stop = threading.Event()
+    lock_stop = threading.Event()
     began = time.monotonic()
     try:
         stk.prepare(catalogue)
@@ -674,6 +808,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             daemon=True,
         )
         chaos_thread.start()
+        lock_thread = threading.Thread(
+            target=hold_trainer_lock,
+            kwargs={
+                "stk": stk,
+                "chaos": chaos,
+                "seconds": args.lock_trainer_for,
+                "at": start + duration / 4,
+                # Its own event: the hold lasts its time even past the sending.
+                "stop": lock_stop,
+            },
+            daemon=True,
+        )
+        if args.lock_trainer_for > 0:
+            lock_thread.start()
         with Sender(port=stk.port, secret=stk.webhook_secret) as sender:
             for offset, delivery in schedule:
                 delay = start + offset - time.monotonic()
@@ -683,12 +831,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             sender.wait_idle(sender.give_up_after + 60)
             stop.set()
             chaos_thread.join()
+            if lock_thread.is_alive():
+                lock_thread.join()
             drained = drain(stk, timeout=args.drain_timeout)
             report = check(stk, fate, sender.deliveries, chaos)
         report["drain s"] = round(drained, 1)
         report["run s"] = round(time.monotonic() - began, 1)
     finally:
         stop.set()
+        lock_stop.set()
         stk.stop()
         if not args.keep:
             database.stop()

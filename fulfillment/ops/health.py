@@ -218,9 +218,9 @@ def check_payments_needing_attention() -> Check:
     return Check("payments needing attention", CheckVerdict.OK, "none", 0)
 
 
-# A transaction holding locks this long (or idle inside one) is holding others
-# up; PostgreSQL ends an idle one after DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S.
-LOCK_HOLD_LIMIT_S = 30.0
+# A transaction holding locks longer than settings.DOCTOR_LOCK_HOLD_LIMIT_S (or
+# idle inside one) is holding others up; PostgreSQL ends an idle one after
+# DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S.
 
 # Client sessions of this database in a transaction older than %s seconds that
 # are idle in it or hold a lock on a table; the tables they lock, and how many
@@ -251,13 +251,13 @@ def check_long_lock_holders() -> Check:
     """Sessions that have held locks, or idled in a transaction, too long: they
     stall whatever needs the same rows (a trainer's, a purchase's)."""
     with connection.cursor() as cursor:
-        cursor.execute(_LONG_LOCK_HOLDERS, [LOCK_HOLD_LIMIT_S])
+        cursor.execute(_LONG_LOCK_HOLDERS, [settings.DOCTOR_LOCK_HOLD_LIMIT_S])
         holders = cursor.fetchall()
     if not holders:
         return Check(
             "long lock holders",
             CheckVerdict.OK,
-            f"no transaction holding locks over {LOCK_HOLD_LIMIT_S:.0f}s",
+            f"no transaction holding locks over {settings.DOCTOR_LOCK_HOLD_LIMIT_S}s",
             0,
         )
     details = [
@@ -270,8 +270,8 @@ def check_long_lock_holders() -> Check:
         "long lock holders",
         CheckVerdict.FAIL,
         f"{len(holders)} session(s) in a transaction holding locks for over "
-        f"{LOCK_HOLD_LIMIT_S:.0f}s: end them (pg_terminate_backend(pid)) or "
-        "find what keeps them open",
+        f"{settings.DOCTOR_LOCK_HOLD_LIMIT_S}s: end them "
+        "(pg_terminate_backend(pid)) or find what keeps them open",
         len(holders),
         details,
     )

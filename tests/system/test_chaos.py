@@ -28,6 +28,7 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
             "--kills=1",
             "--kill-every=4",
             "--no-restart",
+            "--lock-trainer-for=9",
             f"--database-url={database_url_for_tests()}",
             # Named after this run's own database, so parallel checkouts sharing
             # one server never meet.
@@ -51,6 +52,9 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
     assert report["partly refunded"] > 0
     assert report["kills"] == 1
     assert report["allocated"] > 250
+    assert report["trainer lock held s"] >= 8
+    assert report["allocated while locked"] > 0
+    assert report["doctor named holder"] is True
     for invariant in (
         "lost",
         "partial unrecorded",

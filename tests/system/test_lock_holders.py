@@ -17,7 +17,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from fulfillment.models import JobFailure, Purchase, Trainer
-from fulfillment.ops import health
 from fulfillment.queue.worker import TunedDjangoConnector
 from kcproject import settings as project_settings
 from tests import helpers
@@ -128,9 +127,9 @@ def doctor() -> tuple[int, dict[str, dict[str, Any]]]:
 @pytest.mark.django_db(transaction=True)
 def test_doctor_names_a_session_holding_a_trainer_lock_too_long(
     trainer_row_lock: Callable[[Trainer], psycopg.Connection[Any]],
-    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
-    monkeypatch.setattr(health, "LOCK_HOLD_LIMIT_S", 0.5)
+    settings.DOCTOR_LOCK_HOLD_LIMIT_S = 1
     trainer = helpers.trainer(courses=[helpers.course()])
     _, checks = doctor()
     assert checks["long lock holders"]["verdict"] == "ok"
