@@ -21,9 +21,11 @@ from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import (
     BooleanField,
     Count,
+    DateTimeField,
     Exists,
     F,
     Func,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -65,27 +67,42 @@ def purchase_schedule(*, purchase: Purchase, now: dt.datetime) -> list[Slot]:
 
     Sessions already given (reserved before ``now`` by any of its allocations,
     current or released) are not given again: the schedule continues from the
-    next sequence.
+    next sequence, on the day after the last one given (never two in a day).
     """
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    given, last_given = 0, None
+    if purchase.allocated_at is not None:  # never allocated: nothing given
+        given, last_given = _sessions_given(purchase=purchase, now=now)
+    not_before = now
+    if last_given is not None:
+        next_day = last_given.astimezone(tz).date() + dt.timedelta(days=1)
+        not_before = max(now, dt.datetime.combine(next_day, dt.time(), tzinfo=tz))
     slots = build_schedule(
         start_date=purchase.start_date,
         time_slot=purchase.time_slot,
         delivery_mode=DeliveryMode(purchase.delivery_mode),
         total_sessions=purchase.total_sessions,
-        tz=zoneinfo.ZoneInfo(settings.TIME_ZONE),
-        not_before=now,
+        tz=tz,
+        not_before=not_before,
     )
-    if purchase.allocated_at is None:
-        return slots  # never allocated: nothing given (and no query)
-    return remaining_slots(slots, given=sessions_given(purchase=purchase, now=now))
+    return remaining_slots(slots, given=given)
 
 
-def sessions_given(*, purchase: Purchase, now: dt.datetime) -> int:
-    """How many of the purchase's sessions have started by ``now``: releases
-    keep the reservations of sessions given and drop the rest."""
-    return Reservation.objects.filter(
+def _sessions_given(
+    *, purchase: Purchase, now: dt.datetime
+) -> tuple[int, dt.datetime | None]:
+    """How many of the purchase's sessions have started by ``now``, and when the
+    last of them started: releases keep the reservations of sessions given and
+    drop the rest."""
+    given = Reservation.objects.filter(
         allocation__purchase=purchase, during__startswith__lt=now
-    ).count()
+    ).aggregate(count=Count("pk"), last=Max(_Lower(F("during"))))
+    return given["count"], given["last"]
+
+
+class _Lower(Func):
+    function = "lower"
+    output_field = DateTimeField()
 
 
 def trainer_verdicts(

@@ -313,7 +313,7 @@ def purchase_schedule_change(
     """
     now = now or timezone.now()
     reason = _required_reason(reason)
-    if delivery_mode is not None and delivery_mode not in DeliveryMode:
+    if delivery_mode is not None and delivery_mode not in set(DeliveryMode):
         raise OperationRefused(
             f"{delivery_mode!r} is not a delivery mode.", field="delivery_mode"
         )
