@@ -87,6 +87,34 @@ class Trainer(models.Model):
         return self.name
 
 
+class TrainerLeave(models.Model):
+    """Days a trainer does not work, both ends included: allocation treats them
+    as days off (``fit.TrainerFacts.leave``), and bookings they cover move."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    trainer = models.ForeignKey(
+        Trainer, on_delete=models.CASCADE, related_name="leaves"
+    )
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["starts_on"]
+        indexes = [models.Index(fields=["trainer", "ends_on"])]
+        constraints = [
+            models.CheckConstraint(
+                name="trainer_leave_ordered",
+                condition=Q(starts_on__lte=models.F("ends_on")),
+                violation_error_message="The leave must end on or after its start.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.starts_on:%d %b %Y} \N{EN DASH} {self.ends_on:%d %b %Y}"
+
+
 class Student(models.Model):
     """Created on first sight from payment metadata; the id is the app's."""
 
@@ -217,6 +245,8 @@ class Purchase(models.Model):
         WAITLISTED = "waitlisted", "Waitlisted"
         ALLOCATED = "allocated", "Allocated"
         REFUNDED = "refunded", "Refunded"
+        # Ended by an operator without a refund (services/operations.py).
+        CANCELLED = "cancelled", "Cancelled"
         NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
@@ -307,6 +337,10 @@ class TrainerAllocation(models.Model):
     # Empty for automatic allocations; the operator's username otherwise.
     assigned_by = models.CharField(max_length=150, blank=True)
     override_reason = models.TextField(blank=True)
+    # The operator who released (or moved the purchase away from) this trainer:
+    # automatic allocation does not choose them again for this purchase
+    # (``fit.Rule.RELEASED``). Empty for automatic releases.
+    released_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
 

@@ -163,6 +163,9 @@ _groups_migration = importlib.import_module(
 _jobs_permission_migration = importlib.import_module(
     "admin_ui.migrations.0002_manage_jobs_permission"
 )
+_phone_call_migration = importlib.import_module(
+    "admin_ui.migrations.0003_phone_call_permissions"
+)
 
 
 def ensure_groups() -> None:
@@ -170,6 +173,7 @@ def ensure_groups() -> None:
     session flushes every table, migration data included."""
     _groups_migration.create_groups(django_apps, None)
     _jobs_permission_migration.add_permission(django_apps, None)
+    _phone_call_migration.add_permissions(django_apps, None)
 
 
 def sign_in(

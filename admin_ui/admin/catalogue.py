@@ -3,20 +3,24 @@ the waitlist again (``CatalogueAdmin``)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from admin_ui import display
 from admin_ui import selectors as console_selectors
 from admin_ui.admin.base import CatalogueAdmin
+from admin_ui.views import trainer_week
+from admin_ui.views.base import operator_name
 from fulfillment import models
 from fulfillment.models import WAITING_STATUSES
+from fulfillment.services import trainers as trainer_services
 
 
 @admin.register(models.Course)
@@ -51,6 +55,7 @@ class CourseAdmin(CatalogueAdmin[models.Course]):
 
 @admin.register(models.Trainer)
 class TrainerAdmin(CatalogueAdmin[models.Trainer]):
+    change_form_template = "admin_ui/trainer_change_form.html"
     list_display = [
         "name",
         "is_active",
@@ -190,4 +195,79 @@ class TrainerAdmin(CatalogueAdmin[models.Trainer]):
                     for r in rows
                 ),
             ),
+        )
+
+    # Bookings follow the trainer: a save that leaves them unable to come
+    # (inactive, a course removed, fewer days or hours, shorter radius, leave)
+    # sends those purchases back to allocation, in the save's transaction.
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            return
+        _move_bookings(self, request, form.instance)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<uuid:trainer_id>/week/",
+                self.admin_site.admin_view(
+                    partial(trainer_week.trainer_week_view, model_admin=self)
+                ),
+                name="fulfillment_trainer_week",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "can_see_week": trainer_week.has_permission(request),
+            "can_add_leave": request.user.has_perm("fulfillment.add_trainerleave"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(models.TrainerLeave)
+class TrainerLeaveAdmin(CatalogueAdmin[models.TrainerLeave]):
+    """A trainer's days off; saving one moves the bookings it covers."""
+
+    list_display = ["trainer", "starts_on", "ends_on", "reason"]
+    list_filter = ["trainer"]
+    list_select_related = ["trainer"]
+    date_hierarchy = "starts_on"
+    fields = ["trainer", "starts_on", "ends_on", "reason"]
+    autocomplete_fields = ["trainer"]
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        _move_bookings(self, request, form.instance.trainer)
+
+
+def _move_bookings(
+    model_admin: admin.ModelAdmin[Any], request: HttpRequest, trainer: models.Trainer
+) -> None:
+    """Send the bookings the trainer no longer fits back to allocation, in the
+    save's transaction, and say which moved."""
+    moved = trainer_services.trainer_bookings_recheck(
+        trainer_id=trainer.pk, actor=operator_name(request)
+    )
+    if moved:
+        model_admin.message_user(
+            request,
+            f"{len(moved)} booking(s) of {trainer.name} go to allocation again "
+            "(sessions given are kept): "
+            + "; ".join(str(booking) for booking in moved)
+            + ".",
+            messages.WARNING,
         )

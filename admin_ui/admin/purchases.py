@@ -16,7 +16,12 @@ from django.utils.html import format_html
 from admin_ui import display
 from admin_ui import selectors as console_selectors
 from admin_ui.admin.base import ReadOnlyAdmin, ReadOnlyInline
-from admin_ui.views import assign_trainer, retry_allocation
+from admin_ui.views import (
+    assign_trainer,
+    purchase_changes,
+    reassign_trainer,
+    retry_allocation,
+)
 from admin_ui.views.base import operator_name
 from fulfillment import models
 from fulfillment.models import WAITING_STATUSES
@@ -226,6 +231,21 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
                 ),
                 name="fulfillment_purchase_retry",
             ),
+            # The fixes a phone call asks for (item 2 of issue #13).
+            path(
+                "<uuid:purchase_id>/change/fix/",
+                self.admin_site.admin_view(
+                    partial(purchase_changes.purchase_changes_view, model_admin=self)
+                ),
+                name="fulfillment_purchase_fix",
+            ),
+            path(
+                "<uuid:purchase_id>/reassign-trainer/",
+                self.admin_site.admin_view(
+                    partial(reassign_trainer.reassign_trainer_view, model_admin=self)
+                ),
+                name="fulfillment_purchase_reassign",
+            ),
             *super().get_urls(),
         ]
 
@@ -242,6 +262,8 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
             **(extra_context or {}),
             "can_assign": waiting and self.has_assign_trainer_permission(request),
             "can_retry": waiting and self.has_retry_allocation_permission(request),
+            "can_fix": purchase is not None
+            and purchase_changes.has_permission(request),
         }
         if purchase is not None:
             extra_context["subtitle"] = display.purchase_label(purchase)

@@ -133,6 +133,7 @@ def candidate_row(
         fit.Rule.NOT_WORKING: _off_duty(trainer, slots),
         fit.Rule.AT_CAPACITY: f"{load} students already",
         fit.Rule.ALREADY_RESERVED: "booked with another student then",
+        fit.Rule.RELEASED: "an operator took this purchase from them",
     }
     return {
         "candidate": candidate,

@@ -31,6 +31,8 @@ class Rule(enum.Enum):
     NOT_WORKING = ("not working on those days and hours", True)
     AT_CAPACITY = ("at capacity (max active students)", False)
     ALREADY_RESERVED = ("already reserved at an overlapping time", True)
+    # An operator took this purchase away from them: chosen again only by hand.
+    RELEASED = ("released from this purchase by an operator", False)
 
     def __init__(self, label: str, hard: bool) -> None:
         self.label = label
@@ -53,6 +55,10 @@ class TrainerFacts:
     active_allocations: int
     # Reserved [start, end) ranges that may overlap the schedule.
     reserved: tuple[tuple[dt.datetime, dt.datetime], ...] = ()
+    # Leave as (first day, last day), both included: days off like any other.
+    leave: tuple[tuple[dt.date, dt.date], ...] = ()
+    # An operator released them from this very purchase.
+    released_from_purchase: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ def evaluate(trainer: TrainerFacts, purchase: PurchaseFacts) -> Verdict:
         broken.append(Rule.AT_CAPACITY)
     if _overlaps(trainer.reserved, purchase.slots):
         broken.append(Rule.ALREADY_RESERVED)
+    if trainer.released_from_purchase:
+        broken.append(Rule.RELEASED)
     return Verdict(trainer=trainer, broken=tuple(broken), distance_km=distance)
 
 
@@ -143,8 +151,10 @@ def waitlist_reason(verdicts: Sequence[Verdict], *, course_title: str) -> str:
 
 
 def _works_during(trainer: TrainerFacts, slot: Slot, tz: zoneinfo.ZoneInfo) -> bool:
-    local_day = slot.starts_at.astimezone(tz).weekday()
-    return local_day in trainer.weekdays and fits_working_hours(
+    local_date = slot.starts_at.astimezone(tz).date()
+    if any(first <= local_date <= last for first, last in trainer.leave):
+        return False
+    return local_date.weekday() in trainer.weekdays and fits_working_hours(
         slot, tz=tz, work_start=trainer.work_start, work_end=trainer.work_end
     )
 

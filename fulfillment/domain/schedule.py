@@ -142,6 +142,18 @@ def build_schedule(
     return slots
 
 
+def remaining_slots(slots: list[Slot], *, given: int) -> list[Slot]:
+    """What is left of a full schedule once ``given`` sessions took place: the
+    first ``len(slots) - given`` slots, numbered on from ``given + 1`` (a
+    reallocated purchase continues where its sessions stopped)."""
+    if given <= 0:
+        return slots
+    return [
+        Slot(slot.sequence + given, slot.starts_at, slot.ends_at)
+        for slot in slots[: max(len(slots) - given, 0)]
+    ]
+
+
 def fits_working_hours(
     slot: Slot, *, tz: tzinfo, work_start: time, work_end: time
 ) -> bool:

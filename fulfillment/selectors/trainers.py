@@ -13,15 +13,19 @@ import math
 import uuid
 import zoneinfo
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import (
     BooleanField,
     Count,
+    DateTimeField,
     Exists,
     F,
     Func,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -42,26 +46,63 @@ from psycopg.types.multirange import Multirange
 from psycopg.types.range import Range
 
 from fulfillment.domain import fit, geo
-from fulfillment.domain.schedule import DeliveryMode, Slot, build_schedule
+from fulfillment.domain.schedule import (
+    DeliveryMode,
+    Slot,
+    build_schedule,
+    remaining_slots,
+)
 from fulfillment.models import (
     Course,
     Purchase,
     Reservation,
     Trainer,
     TrainerAllocation,
+    TrainerLeave,
 )
 
 
 def purchase_schedule(*, purchase: Purchase, now: dt.datetime) -> list[Slot]:
-    """The purchase's sessions, starting no earlier than ``now``."""
-    return build_schedule(
+    """The purchase's sessions still to give, starting no earlier than ``now``.
+
+    Sessions already given (reserved before ``now`` by any of its allocations,
+    current or released) are not given again: the schedule continues from the
+    next sequence, on the day after the last one given (never two in a day).
+    """
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    given, last_given = 0, None
+    if purchase.allocated_at is not None:  # never allocated: nothing given
+        given, last_given = _sessions_given(purchase=purchase, now=now)
+    not_before = now
+    if last_given is not None:
+        next_day = last_given.astimezone(tz).date() + dt.timedelta(days=1)
+        not_before = max(now, dt.datetime.combine(next_day, dt.time(), tzinfo=tz))
+    slots = build_schedule(
         start_date=purchase.start_date,
         time_slot=purchase.time_slot,
         delivery_mode=DeliveryMode(purchase.delivery_mode),
         total_sessions=purchase.total_sessions,
-        tz=zoneinfo.ZoneInfo(settings.TIME_ZONE),
-        not_before=now,
+        tz=tz,
+        not_before=not_before,
     )
+    return remaining_slots(slots, given=given)
+
+
+def _sessions_given(
+    *, purchase: Purchase, now: dt.datetime
+) -> tuple[int, dt.datetime | None]:
+    """How many of the purchase's sessions have started by ``now``, and when the
+    last of them started: releases keep the reservations of sessions given and
+    drop the rest."""
+    given = Reservation.objects.filter(
+        allocation__purchase=purchase, during__startswith__lt=now
+    ).aggregate(count=Count("pk"), last=Max(_Lower(F("during"))))
+    return given["count"], given["last"]
+
+
+class _Lower(Func):
+    function = "lower"
+    output_field = DateTimeField()
 
 
 def trainer_verdicts(
@@ -92,6 +133,15 @@ def trainer_verdicts(
         active_allocations=Count(
             "allocations", filter=Q(allocations__status=TrainerAllocation.Status.ACTIVE)
         ),
+        released_from_purchase=Exists(
+            TrainerAllocation.objects.filter(
+                trainer_id=OuterRef("pk"),
+                purchase_id=purchase.pk,
+                status=TrainerAllocation.Status.RELEASED,
+            ).exclude(released_by="")
+        ),
+        leave_starts=ArraySubquery(_leave_overlapping(slots, tz).values("starts_on")),
+        leave_ends=ArraySubquery(_leave_overlapping(slots, tz).values("ends_on")),
     )
     if not all_trainers or fitting_only:
         trainers = trainers.filter(teaches_course=True)
@@ -138,11 +188,125 @@ def trainer_verdicts(
                 work_end=t.work_end,
                 active_allocations=t.active_allocations,
                 reserved=tuple(reserved.get(t.pk, ())),
+                leave=_leave(t.leave_starts, t.leave_ends),
+                released_from_purchase=t.released_from_purchase,
             ),
             purchase_facts,
         )
         for t in trainer_list
     ]
+
+
+@dataclass(frozen=True)
+class BookingCheck:
+    """An active allocation of one trainer against what the trainer is today:
+    ``broken`` are the rules the trainer now breaks for its future sessions."""
+
+    allocation: TrainerAllocation
+    slots: tuple[Slot, ...]
+    broken: tuple[fit.Rule, ...]
+
+    @property
+    def still_fits(self) -> bool:
+        return not self.broken
+
+
+def trainer_booking_checks(
+    *, trainer_id: uuid.UUID, now: dt.datetime
+) -> list[BookingCheck]:
+    """Every active allocation of the trainer with future sessions, judged by
+    the pure rules against the trainer's current facts (activity, courses,
+    days, hours, leave, travel distance).
+
+    The allocation's own reservations are its slots, so they never clash with
+    themselves; capacity is not re-judged (a trainer who lowers it keeps the
+    students they have), nor are soft rules an operator waived when assigning.
+    """
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    trainer = Trainer.objects.filter(pk=trainer_id).prefetch_related("courses").first()
+    if trainer is None:
+        return []
+    allocations = list(
+        TrainerAllocation.objects.filter(
+            trainer=trainer, status=TrainerAllocation.Status.ACTIVE
+        )
+        .select_related("purchase__course", "purchase__student", "purchase__payment")
+        .order_by("created_at")
+    )
+    future: dict[uuid.UUID, list[Slot]] = defaultdict(list)
+    for reservation in Reservation.objects.filter(
+        allocation__in=allocations, during__startswith__gte=now
+    ).order_by("during"):
+        future[reservation.allocation_id].append(
+            Slot(
+                reservation.sequence,
+                reservation.during.lower.astimezone(tz),
+                reservation.during.upper.astimezone(tz),
+            )
+        )
+    course_ids = {course.pk for course in trainer.courses.all()}
+    leave = tuple(
+        TrainerLeave.objects.filter(trainer=trainer, ends_on__gte=now.date())
+        .order_by("starts_on")
+        .values_list("starts_on", "ends_on")
+    )
+    checks = []
+    for allocation in allocations:
+        slots = future.get(allocation.pk)
+        if not slots:
+            continue
+        purchase = allocation.purchase
+        verdict = fit.evaluate(
+            fit.TrainerFacts(
+                id=str(trainer.pk),
+                name=trainer.name,
+                is_active=trainer.is_active,
+                teaches_course=purchase.course_id in course_ids,
+                latitude=trainer.latitude,
+                longitude=trainer.longitude,
+                max_travel_km=trainer.max_travel_km,
+                max_active_students=trainer.max_active_students,
+                weekdays=frozenset(trainer.weekdays),
+                work_start=trainer.work_start,
+                work_end=trainer.work_end,
+                active_allocations=0,
+                leave=leave,
+            ),
+            fit.PurchaseFacts(
+                home_visit=purchase.course.mode == Course.Mode.HOME,
+                latitude=purchase.latitude,
+                longitude=purchase.longitude,
+                slots=tuple(slots),
+                tz=tz,
+            ),
+        )
+        waived = allocation.override_reason != ""
+        broken = tuple(
+            rule
+            for rule in verdict.broken
+            if rule is not fit.Rule.AT_CAPACITY and (rule.hard or not waived)
+        )
+        checks.append(
+            BookingCheck(allocation=allocation, slots=tuple(slots), broken=broken)
+        )
+    return checks
+
+
+def _leave_overlapping(
+    slots: list[Slot], tz: zoneinfo.ZoneInfo
+) -> QuerySet[TrainerLeave]:
+    """Each trainer's leave that overlaps the schedule's days (for a subquery
+    on the trainer query itself: no extra query)."""
+    days = [slot.starts_at.astimezone(tz).date() for slot in slots] or [dt.date.min]
+    return TrainerLeave.objects.filter(
+        trainer_id=OuterRef("pk"), starts_on__lte=max(days), ends_on__gte=min(days)
+    ).order_by("starts_on")
+
+
+def _leave(
+    starts: list[dt.date] | None, ends: list[dt.date] | None
+) -> tuple[tuple[dt.date, dt.date], ...]:
+    return tuple(zip(starts or [], ends or [], strict=True))
 
 
 class _Overlaps(Func):
@@ -208,3 +372,29 @@ def _great_circle_km(latitude: float, longitude: float) -> CombinedExpression:
         Radians(F("latitude"))
     ) * Power(Sin(d_lambda), 2)
     return 2 * geo.EARTH_RADIUS_KM * ASin(Sqrt(Least(Greatest(a, 0.0), 1.0)))
+
+
+def trainer_reservations_between(
+    *, trainer_id: uuid.UUID, starts: dt.datetime, ends: dt.datetime
+) -> list[Reservation]:
+    """The trainer's reservations overlapping [starts, ends), soonest first,
+    with their purchase's student and course."""
+    return list(
+        Reservation.objects.filter(
+            _Overlaps(F("during"), Value(Range(starts, ends, "[)"))),
+            trainer_id=trainer_id,
+        )
+        .select_related("allocation__purchase__student", "allocation__purchase__course")
+        .order_by("during")
+    )
+
+
+def trainer_leave_between(
+    *, trainer_id: uuid.UUID, first: dt.date, last: dt.date
+) -> list[TrainerLeave]:
+    """The trainer's leave overlapping the days [first, last]."""
+    return list(
+        TrainerLeave.objects.filter(
+            trainer_id=trainer_id, starts_on__lte=last, ends_on__gte=first
+        ).order_by("starts_on")
+    )

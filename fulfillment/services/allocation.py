@@ -207,10 +207,19 @@ def allocation_complete(
     return purchase
 
 
-def allocation_release(*, purchase: Purchase, now: dt.datetime) -> int:
-    """Release the purchase's trainer: future reservations are deleted and future
-    sessions cancelled. Returns the number of sessions cancelled. Runs in the
-    caller's transaction, with the purchase locked."""
+def allocation_release(
+    *,
+    purchase: Purchase,
+    now: dt.datetime,
+    moving: bool = False,
+    released_by: str = "",
+) -> int:
+    """Release the purchase's trainer: future reservations are deleted, sessions
+    already given (or under way) completed, and future sessions cancelled, or,
+    when the purchase is ``moving`` to another schedule or trainer, deleted: the
+    next allocation gives them again under the same sequence numbers. Returns
+    the number of future sessions cancelled (or removed). Runs in the caller's
+    transaction, with the purchase locked."""
     allocations = list(
         purchase.allocations.select_for_update(no_key=True).filter(
             status=TrainerAllocation.Status.ACTIVE
@@ -222,15 +231,18 @@ def allocation_release(*, purchase: Purchase, now: dt.datetime) -> int:
         ).delete()
         allocation.status = TrainerAllocation.Status.RELEASED
         allocation.ended_at = now
-        allocation.save(update_fields=["status", "ended_at"])
+        allocation.released_by = released_by
+        allocation.save(update_fields=["status", "ended_at", "released_by"])
     scheduled = TutoringSession.objects.filter(
         purchase=purchase, status=TutoringSession.Status.SCHEDULED
     )
     # Sessions already given (or under way) stay in the history as completed.
     scheduled.filter(starts_at__lt=now).update(status=TutoringSession.Status.COMPLETED)
-    return scheduled.filter(starts_at__gte=now).update(
-        status=TutoringSession.Status.CANCELLED
-    )
+    future = scheduled.filter(starts_at__gte=now)
+    if moving:
+        removed, _ = future.delete()
+        return removed
+    return future.update(status=TutoringSession.Status.CANCELLED)
 
 
 # Purchases one sweep retries: its cost is bounded whatever the waitlist's length;

@@ -19,6 +19,7 @@ from fulfillment.domain.timeslots import parse_hhmm
 from fulfillment.exceptions import CatalogError
 from fulfillment.models import Course, Trainer
 from fulfillment.services import allocation
+from fulfillment.services import trainers as trainer_services
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +30,27 @@ class ImportSummary:
     courses_updated: int
     trainers_created: int
     trainers_updated: int
+    # Bookings of updated trainers who no longer fit them, sent back to allocation.
+    moved: tuple[trainer_services.MovedBooking, ...] = ()
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"courses: {self.courses_created} created, {self.courses_updated} "
             f"updated; trainers: {self.trainers_created} created, "
             f"{self.trainers_updated} updated"
         )
+        if self.moved:
+            text += f"; {len(self.moved)} booking(s) moved: " + "; ".join(
+                str(booking) for booking in self.moved
+            )
+        return text
 
 
-def catalog_import(*, data: object) -> ImportSummary:
+def catalog_import(*, data: object, actor: str = "import_catalog") -> ImportSummary:
     """Upsert courses and trainers by id, in one transaction; then retry the
-    waitlist, since new trainers or capacity may fit waiting purchases.
+    waitlist, since new trainers or capacity may fit waiting purchases, and send
+    the bookings an updated trainer no longer fits (deactivated, a course
+    removed, fewer days or hours, a shorter radius) back to allocation.
 
     Idempotent: importing the same file twice changes nothing the second time
     (it reports the entries as updated). Raises ``CatalogError`` naming the
@@ -78,6 +88,7 @@ def catalog_import(*, data: object) -> ImportSummary:
             )
             course_counts[0 if created else 1] += 1
         trainer_counts = [0, 0]
+        moved: list[trainer_services.MovedBooking] = []
         for trainer in trainers:
             course_ids = trainer.pop("courses")
             obj, created = Trainer.objects.update_or_create(
@@ -85,8 +96,18 @@ def catalog_import(*, data: object) -> ImportSummary:
             )
             obj.courses.set(course_ids)
             trainer_counts[0 if created else 1] += 1
+            if not created:
+                moved += trainer_services.trainer_bookings_recheck(
+                    trainer_id=obj.pk, actor=actor
+                )
         allocation.waitlist_retry_soon()
-    summary = ImportSummary(*course_counts, *trainer_counts)
+    summary = ImportSummary(
+        courses_created=course_counts[0],
+        courses_updated=course_counts[1],
+        trainers_created=trainer_counts[0],
+        trainers_updated=trainer_counts[1],
+        moved=tuple(moved),
+    )
     logger.info("catalogue imported", extra={"summary": str(summary)})
     return summary
 

@@ -21,6 +21,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from fulfillment import queue
 from fulfillment.domain import fit
 from fulfillment.domain.metadata import MetadataError
+from fulfillment.domain.schedule import DeliveryMode, Slot
 from fulfillment.exceptions import FulfillmentError, TrainerTaken
 from fulfillment.models import (
     WAITING_STATUSES,
@@ -28,10 +29,12 @@ from fulfillment.models import (
     Purchase,
     TraceEvent,
     Trainer,
+    TrainerAllocation,
 )
+from fulfillment.queue import names
 from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
-from fulfillment.services import allocation, purchases
-from fulfillment.services.trace import trace_record
+from fulfillment.services import allocation, cache, purchases
+from fulfillment.services.trace import purchase_transition, trace_record
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +297,382 @@ def failed_jobs_retry(*, job_ids: Iterable[int], operator: str) -> int:
         extra={"job_ids": [job.id for job in retried], "operator": operator},
     )
     return len(retried)
+
+
+# --- the fixes a phone call asks for ---------------------------------------------
+# Each takes the operator's reason (required: it goes in the trace), locks the
+# purchase, and continues the pipeline as an automatic change would, deferring
+# the next stage by name in the same transaction.
+
+# Purchases a phone call can still change: not refunded, cancelled, or unusable.
+CHANGEABLE_STATUSES = (*WAITING_STATUSES, Purchase.Status.ALLOCATED)
+
+
+def purchase_schedule_change(
+    *,
+    purchase_id: uuid.UUID,
+    operator: str,
+    reason: str,
+    time_slot: dt.time | None = None,
+    start_date: dt.date | None = None,
+    delivery_mode: str | None = None,
+    now: dt.datetime | None = None,
+) -> Purchase:
+    """Change when a purchase's sessions take place (``None`` keeps a field).
+
+    An allocated purchase keeps its trainer when they still fit the new
+    schedule (their future reservations move to the new times, in this
+    transaction, and the sessions stage rebuilds the window); otherwise the
+    trainer is released and the allocation stage runs again. A waiting purchase
+    is allocated again. Sessions already given stay given. One transaction.
+    """
+    now = now or timezone.now()
+    reason = _required_reason(reason)
+    if delivery_mode is not None and delivery_mode not in set(DeliveryMode):
+        raise OperationRefused(
+            f"{delivery_mode!r} is not a delivery mode.", field="delivery_mode"
+        )
+    if start_date is not None and start_date < timezone.localdate(now):
+        raise OperationRefused(
+            f"{start_date:%d %b %Y} has passed: choose today or later.",
+            field="start_date",
+        )
+    with transaction.atomic():
+        purchase = _locked_purchase(purchase_id)
+        _require_status(purchase, CHANGEABLE_STATUSES, action="reschedule")
+        changes = {
+            field: value
+            for field, value in (
+                ("time_slot", time_slot),
+                ("start_date", start_date),
+                ("delivery_mode", delivery_mode),
+            )
+            if value is not None and getattr(purchase, field) != value
+        }
+        if not changes:
+            raise OperationRefused("That is already the purchase's schedule.")
+        before = _schedule_words(purchase)
+        for field, value in changes.items():
+            setattr(purchase, field, value)
+        purchase.save(update_fields=[*changes, "updated_at"])
+        what = f"{operator} changed the schedule from {before} to "
+        what += f"{_schedule_words(purchase)}"
+        if purchase.status == Purchase.Status.ALLOCATED:
+            outcome = _keep_or_reallocate(purchase, operator=operator, now=now)
+        else:
+            outcome = "allocating again"
+            _allocate_again(
+                purchase, operator=operator, reason="Schedule changed; allocating."
+            )
+        _operator_trace(purchase, operator, f"{what}: {outcome}. Reason: {reason}.")
+        # The next stage deferred above invalidates again, and refreshes.
+        cache.learnings_invalidate(student_id=purchase.student_id, refresh=False)
+    logger.info(
+        "schedule changed by operator",
+        extra={"purchase_id": str(purchase.pk), "operator": operator},
+    )
+    return purchase
+
+
+def purchase_reassign_trainer(
+    *,
+    purchase_id: uuid.UUID,
+    trainer_id: uuid.UUID,
+    operator: str,
+    reason: str,
+    override_reason: str = "",
+    now: dt.datetime | None = None,
+) -> Purchase:
+    """Move an allocated purchase to another trainer, judged like the Assign
+    page: a hard rule refuses, soft rules need ``override_reason``. The old
+    trainer's future reservations and sessions go; sessions given stay; the new
+    trainer is reserved for the rest and the sessions stage deferred. The old
+    trainer is not chosen again automatically for this purchase. One
+    transaction; refused, it changes nothing.
+    """
+    now = now or timezone.now()
+    reason = _required_reason(reason)
+    override_reason = override_reason.strip()
+    with transaction.atomic():
+        purchase = _locked_purchase(purchase_id)
+        _require_status(
+            purchase, (Purchase.Status.ALLOCATED,), action="re-assign (assign instead)"
+        )
+        if purchase.trainer_id == trainer_id:
+            raise OperationRefused(
+                "That trainer already has this purchase.", field="trainer"
+            )
+        if (
+            not Trainer.objects.select_for_update(no_key=True)
+            .filter(pk=trainer_id)
+            .exists()
+        ):
+            raise OperationRefused("That trainer does not exist.", field="trainer")
+        previous = _current_trainer_name(purchase)
+        allocation.allocation_release(
+            purchase=purchase, now=now, moving=True, released_by=operator
+        )
+        slots = purchase_schedule(purchase=purchase, now=now)
+        verdict = _verdict_of(purchase, trainer_id, slots)
+        name = verdict.trainer.name
+        hard = [rule.label for rule in verdict.broken if rule.hard]
+        if hard:
+            raise OperationRefused(
+                f"{name} cannot take this purchase: {'; '.join(hard)}.",
+                field="trainer",
+            )
+        waived = [rule.label for rule in verdict.broken]
+        if waived and not override_reason:
+            raise OperationRefused(
+                f"{name} is {'; '.join(waived)}. Say why they can take it anyway "
+                "(for example: agreed on the phone).",
+                field="override_reason",
+            )
+        try:
+            allocation.allocation_create(
+                purchase=purchase,
+                trainer_id=trainer_id,
+                slots=slots,
+                now=now,
+                enforce_capacity=fit.Rule.AT_CAPACITY not in verdict.broken,
+                assigned_by=operator,
+                override_reason=override_reason,
+            )
+        except TrainerTaken as error:
+            raise OperationRefused(
+                f"{name} was just booked by another allocation; choose again.",
+                field="trainer",
+            ) from error
+        message = f"{operator} re-assigned the purchase from {previous} to {name}"
+        if waived:
+            message += f", waiving: {'; '.join(waived)} ({override_reason})"
+        _operator_trace(purchase, operator, f"{message}. Reason: {reason}.")
+        purchase = allocation.allocation_complete(
+            purchase=purchase, actor=operator, now=now, verdict=verdict
+        )
+        # The sessions stage deferred above invalidates again, and refreshes.
+        cache.learnings_invalidate(student_id=purchase.student_id, refresh=False)
+    logger.info(
+        "trainer re-assigned by operator",
+        extra={
+            "purchase_id": str(purchase.pk),
+            "trainer_id": str(trainer_id),
+            "operator": operator,
+        },
+    )
+    return purchase
+
+
+def purchase_release_trainer(
+    *,
+    purchase_id: uuid.UUID,
+    operator: str,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> Purchase:
+    """Take the trainer off an allocated purchase and put it back on the
+    waitlist: future reservations and sessions go, sessions given stay, and the
+    waitlist retry is deferred (which will not choose the released trainer
+    again for it). One transaction."""
+    now = now or timezone.now()
+    reason = _required_reason(reason)
+    with transaction.atomic():
+        purchase = _locked_purchase(purchase_id)
+        _require_status(
+            purchase, (Purchase.Status.ALLOCATED,), action="release a trainer from"
+        )
+        previous = _current_trainer_name(purchase)
+        removed = allocation.allocation_release(
+            purchase=purchase, now=now, moving=True, released_by=operator
+        )
+        purchase.trainer = None
+        purchase_transition(
+            purchase=purchase,
+            to_status=Purchase.Status.WAITLISTED,
+            reason=(
+                f"{previous} was released by {operator}; waiting for another trainer."
+            ),
+            actor=operator,
+            update_fields=("trainer",),
+        )
+        _operator_trace(
+            purchase,
+            operator,
+            f"{operator} released {previous} ({removed} upcoming sessions "
+            f"removed). Reason: {reason}.",
+        )
+        allocation.waitlist_retry_soon()
+    logger.info(
+        "trainer released by operator",
+        extra={"purchase_id": str(purchase.pk), "operator": operator},
+    )
+    return purchase
+
+
+def purchase_cancel(
+    *,
+    purchase_id: uuid.UUID,
+    operator: str,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> Purchase:
+    """End a purchase without refunding it (the money stays taken, as agreed
+    with the parent): future sessions cancelled, sessions given kept, the
+    trainer's time released and the waitlist retried. One transaction."""
+    now = now or timezone.now()
+    reason = _required_reason(reason)
+    with transaction.atomic():
+        purchase = _locked_purchase(purchase_id)
+        _require_status(purchase, CHANGEABLE_STATUSES, action="cancel")
+        cancelled = allocation.allocation_release(purchase=purchase, now=now)
+        purchase_transition(
+            purchase=purchase,
+            to_status=Purchase.Status.CANCELLED,
+            reason=(
+                f"Cancelled by {operator} without a refund; {cancelled} upcoming "
+                "sessions cancelled."
+            ),
+            actor=operator,
+        )
+        _operator_trace(
+            purchase, operator, f"{operator} cancelled the purchase. Reason: {reason}."
+        )
+        allocation.waitlist_retry_soon()
+    logger.info(
+        "purchase cancelled by operator",
+        extra={"purchase_id": str(purchase.pk), "operator": operator},
+    )
+    return purchase
+
+
+def purchase_note_add(
+    *, purchase_id: uuid.UUID, operator: str, note: str
+) -> TraceEvent:
+    """Write an operator's note in the purchase's trace; nothing else changes."""
+    note = note.strip()
+    if not note:
+        raise OperationRefused("Write the note first.", field="note")
+    with transaction.atomic():
+        purchase = _locked_purchase(purchase_id)
+        event = _operator_trace(purchase, operator, f"Note by {operator}: {note}")
+    return event
+
+
+def _keep_or_reallocate(purchase: Purchase, *, operator: str, now: dt.datetime) -> str:
+    """The allocated purchase's schedule changed: keep its trainer if they still
+    fit (their reservations move), else release them and allocate again. Says
+    which, for the trace."""
+    current = (
+        purchase.allocations.select_for_update(no_key=True)
+        .filter(status=TrainerAllocation.Status.ACTIVE)
+        .first()
+    )
+    allocation.allocation_release(purchase=purchase, now=now, moving=True)
+    if current is None:
+        _allocate_again(purchase, operator=operator, reason="Schedule changed.")
+        return "allocating again"
+    slots = purchase_schedule(purchase=purchase, now=now)
+    if not slots:
+        raise OperationRefused("Every session has been given: nothing to move.")
+    verdict = _verdict_of(purchase, current.trainer_id, slots)
+    name = verdict.trainer.name
+    # Soft rules the operator waived when assigning stay waived; capacity
+    # counts this very purchase no more.
+    kept = all(
+        not rule.hard and (current.override_reason or rule is fit.Rule.AT_CAPACITY)
+        for rule in verdict.broken
+    )
+    if kept:
+        try:
+            allocation.allocation_create(
+                purchase=purchase,
+                trainer_id=current.trainer_id,
+                slots=slots,
+                now=now,
+                enforce_capacity=False,
+                assigned_by=current.assigned_by,
+                override_reason=current.override_reason,
+            )
+        except TrainerTaken:
+            kept = False
+        else:
+            allocation.allocation_complete(
+                purchase=purchase, actor=operator, now=now, verdict=verdict
+            )
+            return f"{name} still fits; their sessions moved"
+    rules = "; ".join(rule.label for rule in verdict.broken) or "booked meanwhile"
+    _allocate_again(
+        purchase,
+        operator=operator,
+        reason=f"Schedule changed; {name} no longer fits ({rules}). Reallocating.",
+    )
+    return f"{name} no longer fits ({rules}); reallocating"
+
+
+def _allocate_again(purchase: Purchase, *, operator: str, reason: str) -> None:
+    """Back to the allocation stage: pending, trainer cleared, job deferred."""
+    purchase.trainer = None
+    # The allocation stage invalidates again and refreshes when it decides.
+    with cache.next_stage_refreshes():
+        purchase_transition(
+            purchase=purchase,
+            to_status=Purchase.Status.ALLOCATION_PENDING,
+            reason=reason,
+            actor=operator,
+            update_fields=("trainer",),
+        )
+        # Pending already, with an unchanged reason: the change still counts.
+        cache.learnings_invalidate(student_id=purchase.student_id)
+    queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(purchase.pk))
+
+
+def _verdict_of(
+    purchase: Purchase, trainer_id: uuid.UUID, slots: list[Slot]
+) -> fit.Verdict:
+    return next(
+        v
+        for v in trainer_verdicts(purchase=purchase, slots=slots, all_trainers=True)
+        if v.trainer.id == str(trainer_id)
+    )
+
+
+def _current_trainer_name(purchase: Purchase) -> str:
+    if purchase.trainer_id is None:
+        return "the trainer"
+    trainer = Trainer.objects.filter(pk=purchase.trainer_id).first()
+    return trainer.name if trainer else "the trainer"
+
+
+def _schedule_words(purchase: Purchase) -> str:
+    mode = DeliveryMode(purchase.delivery_mode).label
+    return f"{mode} at {purchase.time_slot:%H:%M} from {purchase.start_date:%d %b %Y}"
+
+
+def _required_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise OperationRefused(
+            "Say why (it goes in the purchase's trace).", field="reason"
+        )
+    return reason
+
+
+def _require_status(
+    purchase: Purchase, statuses: tuple[str, ...], *, action: str
+) -> None:
+    if purchase.status not in statuses:
+        label = Purchase.Status(purchase.status).label.lower()
+        raise OperationRefused(f"This purchase is {label}: nothing to {action}.")
+
+
+def _operator_trace(purchase: Purchase, operator: str, message: str) -> TraceEvent:
+    return trace_record(
+        payment=purchase.payment,
+        purchase=purchase,
+        kind=TraceEvent.Kind.OPERATOR_ACTION,
+        actor=operator,
+        message=message,
+    )
 
 
 def waitlist_recheck() -> None:

@@ -18,7 +18,12 @@ from fulfillment.domain.fit import (
     waitlist_reason,
 )
 from fulfillment.domain.geo import great_circle_km
-from fulfillment.domain.schedule import DeliveryMode, Slot, build_schedule
+from fulfillment.domain.schedule import (
+    DeliveryMode,
+    Slot,
+    build_schedule,
+    remaining_slots,
+)
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 MONDAY = dt.date(2030, 1, 7)
@@ -352,6 +357,7 @@ def test_every_broken_rule_is_listed_in_contract_order() -> None:
         max_active_students=1,
         active_allocations=1,
         reserved=((local(MONDAY, 16), local(MONDAY, 17)),),
+        released_from_purchase=True,
     )
 
     verdict = evaluate(hopeless, purchase())
@@ -536,3 +542,61 @@ def test_waitlist_reason_when_every_trainer_fits_blames_a_concurrent_allocation(
     reason = waitlist_reason(verdicts, course_title="Python for Kids")
 
     assert "concurrent allocation" in reason
+
+
+# --- leave, operator releases, the rest of a schedule -------------------------
+
+
+def test_a_leave_covering_one_session_day_is_not_working() -> None:
+    # Ten weekday sessions from Monday 7 Jan 2030: Wed 9 Jan is the third.
+    on_leave = trainer(leave=((dt.date(2030, 1, 9), dt.date(2030, 1, 9)),))
+
+    verdict = evaluate(on_leave, purchase())
+
+    assert verdict.broken == (Rule.NOT_WORKING,)
+    assert Rule.NOT_WORKING.hard
+
+
+def test_a_leave_outside_the_schedule_changes_nothing() -> None:
+    before = ((dt.date(2030, 1, 1), dt.date(2030, 1, 6)),)
+    after = ((dt.date(2030, 1, 19), dt.date(2030, 2, 1)),)
+
+    assert evaluate(trainer(leave=before + after), purchase()).fits
+
+
+def test_leave_days_are_the_local_days_of_the_sessions() -> None:
+    # 16:00 in Kolkata is 10:30 UTC the same day; an 05:00 session is still the
+    # local day even though it is the previous day in UTC.
+    early = purchase(slots=slots(time_slot=dt.time(5, 0)))
+    first_local_day = early.slots[0].starts_at.astimezone(KOLKATA).date()
+    assert early.slots[0].starts_at.astimezone(dt.UTC).date() < first_local_day
+
+    verdict = evaluate(
+        trainer(work_start=dt.time(4), leave=((first_local_day, first_local_day),)),
+        early,
+    )
+
+    assert verdict.broken == (Rule.NOT_WORKING,)
+
+
+def test_a_trainer_released_by_an_operator_is_not_chosen_again_automatically() -> None:
+    released = trainer(id="released", released_from_purchase=True)
+    other = trainer(id="other", latitude=13.0)
+
+    verdicts = [evaluate(released, purchase()), evaluate(other, purchase())]
+
+    assert verdicts[0].broken == (Rule.RELEASED,)
+    assert verdicts[0].only_soft_rules_broken  # an operator may still choose them
+    assert [v.trainer.id for v in rank(verdicts, home_visit=True)] == ["other"]
+
+
+def test_remaining_slots_continue_from_the_sessions_given() -> None:
+    full = list(slots(total=10))
+
+    rest = remaining_slots(full, given=3)
+
+    assert [slot.sequence for slot in rest] == [4, 5, 6, 7, 8, 9, 10]
+    assert rest[0].starts_at == full[0].starts_at
+    assert remaining_slots(full, given=0) == full
+    assert remaining_slots(full, given=10) == []
+    assert full[0].starts_at.date() == MONDAY
