@@ -240,7 +240,15 @@ class Purchase(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # The console's "urgent first": waiting purchases by first session.
+            models.Index(
+                name="purchase_waiting_by_start",
+                fields=["start_date", "time_slot"],
+                condition=Q(status__in=["allocation_pending", "waitlisted"]),
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="purchase_total_sessions_allowed",

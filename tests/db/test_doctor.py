@@ -63,6 +63,7 @@ def test_doctor_is_green_for_a_healthy_service() -> None:
         "stalled jobs",
         "failed jobs (24h)",
         "stuck purchases",
+        "waitlist SLA",
         "payments needing attention",
     ]
 
@@ -168,7 +169,7 @@ def test_doctor_text_output_has_one_line_per_check_with_its_number() -> None:
         call_command("doctor", stdout=out)
 
     lines = [line for line in out.getvalue().splitlines() if line.startswith("[")]
-    assert len(lines) == 9
+    assert len(lines) == 10
     assert lines[2].startswith("[FAIL] workers")
 
 
