@@ -94,14 +94,14 @@ class DateRangeFilter(admin.FieldListFilter):
         self.lt = f"{field_path}__to"
         super().__init__(field, request, params, model, model_admin, field_path)
         self.title = f"{self.title} (from, to)"
-        self.values = {}
+        # FieldListFilter has taken our parameters out of ``params`` already.
+        self.values: dict[str, str] = {}
         for name in (self.gte, self.lt):
-            value = params.pop(name, None)
+            value = self.used_parameters.get(name)
             if isinstance(value, list):
-                value = value[-1]
+                value = value[-1] if value else None
             if value:
-                self.used_parameters[name] = value
-                self.values[name] = value
+                self.values[name] = str(value)
         self.request_params = {
             key: value
             for key, value in request.GET.items()
