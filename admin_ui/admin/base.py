@@ -97,8 +97,9 @@ class DateRangeFilter(admin.FieldListFilter):
         # FieldListFilter has taken our parameters out of ``params`` already.
         self.values: dict[str, str] = {}
         for name in (self.gte, self.lt):
-            value = self.used_parameters.get(name)
-            if isinstance(value, list):
+            # A list of values (Django 5), or one in older versions' stubs.
+            value: Any = self.used_parameters.get(name)
+            if isinstance(value, list | tuple):
                 value = value[-1] if value else None
             if value:
                 self.values[name] = str(value)
