@@ -76,8 +76,42 @@ class OpsModule(modules.DashboardModule):  # type: ignore[misc]
         return False
 
 
+class AlarmsModule(OpsModule):
+    """What is broken right now, in red at the top: no worker alive, a queue
+    nobody serves, stalled jobs, webhook signatures refused within the hour,
+    waitlisted purchases past the SLA. Also where the live refresh says when
+    the modules were last updated (static/admin_ui/live.js)."""
+
+    title = ""
+    show_title = False
+    collapsible = False
+    template = "admin_ui/dashboard/alarms.html"
+
+    def load(self) -> None:
+        self.css_classes.append("ops-alarms")
+        self.live_url = reverse("console-dashboard-live")
+        self.children = [
+            {"alarm": alarm, "url": reverse(alarm.url_name) if alarm.url_name else ""}
+            for alarm in console_selectors.console_alarms()
+        ]
+        self.checked_at = timezone.now()
+
+
+class SearchModule(OpsModule):
+    """One box for anything: names, emails, phones, pi_…, purchase ids, trainers."""
+
+    title = "Find"
+    show_title = False
+    collapsible = False
+    template = "admin_ui/dashboard/search.html"
+
+    def load(self) -> None:
+        self.search_url = reverse("console-search")
+
+
 class PendingAllocationsModule(OpsModule):
-    """Purchases waiting for a trainer, oldest first, with the reason."""
+    """Purchases waiting for a trainer, urgent first (the soonest first session),
+    with a badge for how soon it is and the reason in one line."""
 
     title = "Pending allocations"
     template = "admin_ui/dashboard/pending_allocations.html"
@@ -94,9 +128,12 @@ class PendingAllocationsModule(OpsModule):
         )
         self.can_assign = self.user.has_perm("fulfillment.assign_trainer")
         self.can_retry = self.user.has_perm("fulfillment.retry_allocation")
+        self.sla_hours = settings.WAITLIST_SLA_HOURS
+        self.back_url = reverse("admin:index")
         self.children = [
             {
                 "row": row,
+                "first_session": display.when(row.first_session_at),
                 "age": duration(row.waiting_s),
                 "url": reverse(
                     "admin:fulfillment_purchase_change", args=[row.purchase.pk]
@@ -159,6 +196,8 @@ class FailedJobsModule(OpsModule):
         self.title_url = jobs_url + "?status__exact=failed"
         self.can_retry = self.user.has_perm("fulfillment.retry_failed_jobs")
         self.retry_url = reverse("admin:fulfillment_jobfailure_retry")
+        self.discard_url = reverse("admin:fulfillment_jobfailure_discard")
+        self.back_url = reverse("admin:index")
         now = timezone.now()
         self.children = [
             {
@@ -276,11 +315,13 @@ class OperationsDashboard(Dashboard):  # type: ignore[misc]
 
     class Media:
         css = {"all": ("admin_ui/console.css",)}
-        js = ("admin_ui/csrf.js",)
+        js = ("admin_ui/csrf.js", "admin_ui/live.js")
 
     def init_with_context(self, context: Any) -> None:
         user = context["request"].user
         for module in (
+            AlarmsModule(),
+            SearchModule(),
             PendingAllocationsModule(),
             NeedsAttentionModule(),
             FailedJobsModule(),

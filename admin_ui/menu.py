@@ -11,6 +11,18 @@ from admin_tools.menu import Menu, items
 from django.urls import reverse
 
 
+class SearchItem(items.MenuItem):  # type: ignore[misc]
+    """The one search box, on every console page."""
+
+    template = "admin_ui/menu_search.html"
+
+    def init_with_context(self, context: Any) -> None:
+        self.url = reverse("console-search")
+
+    def is_empty(self) -> bool:
+        return False
+
+
 class OperationsMenu(Menu):  # type: ignore[misc]
     class Media:
         # The menu is on every admin page, so the console's styles are too.
@@ -41,4 +53,5 @@ class OperationsMenu(Menu):  # type: ignore[misc]
                 ),
             ),
             items.AppList("Administration", models=("django.contrib.*",)),
+            SearchItem("Search"),
         ]

@@ -9,7 +9,7 @@ one purchase per payment, one active allocation per purchase, one session per
 from __future__ import annotations
 
 import uuid
-from typing import Final
+from typing import Any, Final
 
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.contrib.postgres.fields import (
@@ -17,11 +17,23 @@ from django.contrib.postgres.fields import (
     DateTimeRangeField,
     RangeOperators,
 )
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from fulfillment.domain.schedule import DeliveryMode
+
+
+def trigram_index(name: str, expression: Any, **options: Any) -> GinIndex:
+    """A trigram index on ``UPPER(expression)``: what Django's ``icontains``
+    compares (``UPPER(col::text) LIKE UPPER('%term%')``), so the console's
+    searches use it. Needs ``pg_trgm`` (migration 0005)."""
+    return GinIndex(
+        OpClass(Upper(expression), name="gin_trgm_ops"), name=name, **options
+    )
 
 
 class Course(models.Model):
@@ -61,6 +73,7 @@ class Trainer(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [trigram_index("trainer_name_trgm", "name")]
         constraints = [
             models.CheckConstraint(
                 name="trainer_latitude_range",
@@ -121,6 +134,9 @@ class Student(models.Model):
     id = models.UUIDField(primary_key=True)
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True, max_length=254)
+    # An optional "+" and digits only (domain/metadata.py normalises it), so a
+    # search by any spelling of the number finds it.
+    phone = models.CharField(max_length=16, blank=True)
     # Bumped in the same transaction as every change to the student's purchases,
     # allocations or sessions: cached learnings are keyed by it (services/cache.py).
     learnings_version = models.PositiveBigIntegerField(default=0)
@@ -128,6 +144,11 @@ class Student(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            trigram_index("student_name_trgm", "name"),
+            trigram_index("student_email_trgm", "email"),
+            trigram_index("student_phone_trgm", "phone"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -155,6 +176,11 @@ class CachedLearnings(models.Model):
 
     def __str__(self) -> str:
         return f"learnings of {self.student_id} v{self.version}"
+
+
+# Payments that need attention have no student row yet: the console searches
+# their metadata. Partial indexes: only those payments are searched this way.
+_NEEDS_ATTENTION = ~Q(attention_reason="")
 
 
 class Payment(models.Model):
@@ -190,8 +216,16 @@ class Payment(models.Model):
             models.Index(
                 name="payment_needs_attention",
                 fields=["created_at"],
-                condition=~Q(attention_reason=""),
-            )
+                condition=_NEEDS_ATTENTION,
+            ),
+            *(
+                trigram_index(
+                    f"payment_attention_{key.removeprefix('student_')}_trgm",
+                    KeyTextTransform(key, "metadata"),
+                    condition=_NEEDS_ATTENTION,
+                )
+                for key in ("student_name", "student_email")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -293,6 +327,12 @@ class Purchase(models.Model):
                 fields=["waitlist_checked_at", "start_date"],
                 condition=Q(status="waitlisted"),
                 name="purchase_waitlist_order",
+            ),
+            # The console's "urgent first": waiting purchases by first session.
+            models.Index(
+                name="purchase_waiting_by_start",
+                fields=["start_date", "time_slot"],
+                condition=Q(status__in=["allocation_pending", "waitlisted"]),
             ),
         ]
         constraints = [
@@ -516,6 +556,10 @@ class WebhookOutcomeCount(models.Model):
 
     outcome = models.CharField(max_length=40, primary_key=True)
     count = models.PositiveBigIntegerField(default=0)
+    # When the count last grew: set by a database trigger on every insert and
+    # update (migration 0005), so the one upsert that counts stays as it is and
+    # the dashboard can tell "signatures refused in the last hour".
+    last_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.count}"

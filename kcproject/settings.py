@@ -273,6 +273,12 @@ PROCRASTINATE_ON_APP_READY = "fulfillment.queue.worker.on_app_ready"
 DOCTOR_LOCK_HOLD_LIMIT_S = env_int("DOCTOR_LOCK_HOLD_LIMIT_S", 30, minimum=1)
 
 # --- admin ---------------------------------------------------------------------
+# A purchase waitlisted longer than this since its payment fails `doctor` and
+# shows in red on the dashboard.
+WAITLIST_SLA_HOURS = env_int("WAITLIST_SLA_HOURS", 24, minimum=1)
+# Every date and time the console shows, in one format with the zone's label
+# ("Mon 7 Jan 2030, 16:00 IST"): kcproject/formats/en_GB/formats.py.
+FORMAT_MODULE_PATH = ["kcproject.formats"]
 ADMIN_TOOLS_INDEX_DASHBOARD = "admin_ui.dashboard.OperationsDashboard"
 ADMIN_TOOLS_MENU = "admin_ui.menu.OperationsMenu"
 ADMIN_TOOLS_THEMING_CSS = None

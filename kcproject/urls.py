@@ -24,6 +24,7 @@ urlpatterns = [
         dashboard_preferences,
         name="admin-tools-dashboard-set-preferences",
     ),
+    path("admin/", include("admin_ui.urls")),
     path("admin/", admin.site.urls),
     path("", include("fulfillment.web.urls")),
 ]

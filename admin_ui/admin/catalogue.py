@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -53,9 +54,66 @@ class CourseAdmin(CatalogueAdmin[models.Course]):
         return int(course.waiting_count)
 
 
+WEEKDAY_CHOICES = [
+    (day, name)
+    for day, name in enumerate(
+        ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+    )
+]
+
+
+class TrainerForm(forms.ModelForm[models.Trainer]):
+    """Weekdays as checkboxes, and every rule the database enforces checked here
+    first, so a mistake reads in words rather than as a constraint's name."""
+
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=WEEKDAY_CHOICES,
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "ops-weekdays"}),
+        error_messages={"required": "Tick at least one day the trainer works."},
+    )
+
+    class Meta:
+        model = models.Trainer
+        fields = [
+            "name",
+            "email",
+            "is_active",
+            "courses",
+            "latitude",
+            "longitude",
+            "max_travel_km",
+            "weekdays",
+            "work_start",
+            "work_end",
+            "max_active_students",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("work_start"), data.get("work_end")
+        if start is not None and end is not None and start >= end:
+            self.add_error(
+                "work_end",
+                f"The working day must end after it starts ({start:%H:%M}).",
+            )
+        latitude, longitude = data.get("latitude"), data.get("longitude")
+        if latitude is not None and not -90 <= latitude <= 90:
+            self.add_error("latitude", "Latitude goes from -90 to 90 degrees.")
+        if longitude is not None and not -180 <= longitude <= 180:
+            self.add_error("longitude", "Longitude goes from -180 to 180 degrees.")
+        travel = data.get("max_travel_km")
+        if travel is not None and travel < 0:
+            self.add_error("max_travel_km", "Travel distance cannot be negative.")
+        # A field with an error here is left out of the model's constraint
+        # checks, so their messages (which name constraints) never show.
+        return data
+
+
 @admin.register(models.Trainer)
 class TrainerAdmin(CatalogueAdmin[models.Trainer]):
     change_form_template = "admin_ui/trainer_change_form.html"
+    form = TrainerForm
     list_display = [
         "name",
         "is_active",
@@ -81,7 +139,8 @@ class TrainerAdmin(CatalogueAdmin[models.Trainer]):
             "Working time",
             {
                 "fields": ["weekdays", "work_start", "work_end"],
-                "description": "Weekdays: 0 is Monday … 6 is Sunday, comma separated.",
+                "description": "Sessions are booked only on the ticked days, "
+                "between the start and end times.",
             },
         ),
         (
@@ -186,7 +245,7 @@ class TrainerAdmin(CatalogueAdmin[models.Trainer]):
                 "<li>{} \N{EN DASH} {} · {} · {} (session {})</li>",
                 (
                     (
-                        f"{timezone.localtime(r.during.lower):%a %d %b %H:%M}",
+                        display.when(r.during.lower),
                         f"{timezone.localtime(r.during.upper):%H:%M}",
                         r.allocation.purchase.student.name,
                         r.allocation.purchase.course.title,

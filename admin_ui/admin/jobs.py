@@ -8,6 +8,7 @@ from functools import partial
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from procrastinate.contrib.django.admin import ProcrastinateJobAdmin
@@ -55,6 +56,13 @@ class JobFailureAdmin(ReadOnlyAdmin[models.JobFailure]):
                 ),
                 name="fulfillment_jobfailure_retry",
             ),
+            path(
+                "discard/",
+                self.admin_site.admin_view(
+                    partial(failed_jobs.failed_jobs_discard_view, model_admin=self)
+                ),
+                name="fulfillment_jobfailure_discard",
+            ),
             *super().get_urls(),
         ]
 
@@ -67,7 +75,7 @@ admin.site.unregister(ProcrastinateJob)
 
 @admin.register(ProcrastinateJob)
 class JobAdmin(ProcrastinateJobAdmin):
-    actions = ["retry_failed", "cancel_waiting", "abort_jobs"]
+    actions = ["retry_failed", "discard_failed", "cancel_waiting", "abort_jobs"]
 
     def has_retry_failed_jobs_permission(self, request: HttpRequest) -> bool:
         return failed_jobs.has_permission(request)
@@ -84,6 +92,25 @@ class JobAdmin(ProcrastinateJobAdmin):
             job_ids=selected, operator=operator_name(request)
         )
         self._report(request, done=retried, selected=len(selected), what="retried")
+
+    @admin.action(
+        description="Discard failed jobs (with a reason)…",
+        permissions=["retry_failed_jobs"],
+    )
+    def discard_failed(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]
+    ) -> TemplateResponse | None:
+        failed = list(
+            queryset.filter(status="failed").values_list("id", flat=True).order_by("id")
+        )
+        if not failed:
+            self.message_user(
+                request, "None of those jobs has failed.", messages.WARNING
+            )
+            return None
+        return failed_jobs.discard_confirmation(
+            request, model_admin=self, job_ids=failed
+        )
 
     @admin.action(
         description="Cancel waiting jobs (only 'todo')", permissions=["manage_jobs"]

@@ -14,7 +14,12 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from admin_ui import display
-from admin_ui.admin.base import ReadOnlyAdmin
+from admin_ui.admin.base import (
+    EXPORT_CHANGE_LIST,
+    CsvExportMixin,
+    DateRangeFilter,
+    ReadOnlyAdmin,
+)
 from admin_ui.views import payment_reprocess
 from fulfillment import models
 from fulfillment.selectors.purchases import payments_needing_attention
@@ -36,19 +41,51 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(models.Payment)
-class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
+class PaymentAdmin(CsvExportMixin, ReadOnlyAdmin[models.Payment]):
     list_display = [
         "payment_intent",
+        "who",
         "amount_display",
         "status",
         "attention",
         "purchase_link",
         "created_at",
     ]
-    list_filter = [NeedsAttentionFilter, "status"]
-    search_fields = ["=payment_intent"]
+    list_filter = [
+        NeedsAttentionFilter,
+        "status",
+        "purchase__course",
+        "purchase__trainer",
+        ("created_at", DateRangeFilter),
+    ]
+    # The student of a payment that needs attention exists only in its
+    # metadata; both are searched (trigram indexes, migration 0005).
+    search_fields = [
+        "=payment_intent",
+        "=purchase__id",
+        "purchase__student__name",
+        "purchase__student__email",
+        "purchase__student__phone",
+        "metadata__student_name",
+        "metadata__student_email",
+        "metadata__student_phone",
+    ]
+    change_list_template = EXPORT_CHANGE_LIST
+    csv_columns = (
+        ("payment_intent", lambda p: p.payment_intent),
+        ("amount_minor_units", lambda p: p.amount),
+        ("currency", lambda p: p.currency),
+        ("status", lambda p: p.status),
+        ("student", lambda p: p.metadata.get("student_name", "")),
+        ("email", lambda p: p.metadata.get("student_email", "")),
+        ("phone", lambda p: p.metadata.get("student_phone", "")),
+        ("needs_attention", lambda p: p.attention_reason),
+        ("purchase_id", lambda p: getattr(getattr(p, "purchase", None), "pk", "")),
+        ("paid_at", lambda p: p.created_at),
+    )
     fields = readonly_fields = (
         "payment_intent",
+        "who",
         "amount_display",
         "status",
         "attention_reason",
@@ -58,11 +95,21 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
         "updated_at",
         "trace",
     )
-    actions = ["reprocess_action"]
+    actions = ["reprocess_action", "export_csv_action"]
     change_form_template = "admin_ui/payment_change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[models.Payment]:
-        return super().get_queryset(request).select_related("purchase")
+        return super().get_queryset(request).select_related("purchase__student")
+
+    @admin.display(description="Who paid")
+    def who(self, payment: models.Payment) -> str:
+        purchase = getattr(payment, "purchase", None)
+        if purchase is not None:
+            student = purchase.student
+            return " · ".join(
+                filter(None, [student.name, student.email, student.phone])
+            )
+        return display.metadata_contact(payment) or "-"
 
     @admin.display(description="Amount")
     def amount_display(self, payment: models.Payment) -> str:
@@ -110,6 +157,7 @@ class PaymentAdmin(ReadOnlyAdmin[models.Payment]):
 
     def get_urls(self) -> list[URLPattern]:
         return [
+            self.export_url(),
             path(
                 "<uuid:payment_id>/reprocess/",
                 self.admin_site.admin_view(

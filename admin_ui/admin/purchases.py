@@ -4,18 +4,27 @@ changes only through Retry allocation and Assign trainer
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, linebreaks
 
 from admin_ui import display
 from admin_ui import selectors as console_selectors
-from admin_ui.admin.base import ReadOnlyAdmin, ReadOnlyInline
+from admin_ui.admin.base import (
+    EXPORT_CHANGE_LIST,
+    CsvExportMixin,
+    DateRangeFilter,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+)
 from admin_ui.views import (
     assign_trainer,
     purchase_changes,
@@ -39,9 +48,40 @@ class PurchaseOfStudentInline(ReadOnlyInline[models.Purchase, models.Student]):
 
 @admin.register(models.Student)
 class StudentAdmin(ReadOnlyAdmin[models.Student]):
-    list_display = ["name", "email", "created_at"]
-    search_fields = ["name", "email", "=id"]
+    list_display = ["name", "email", "phone", "created_at"]
+    search_fields = ["name", "email", "phone", "=id"]
     inlines = [PurchaseOfStudentInline]
+
+
+class UrgencyFilter(admin.SimpleListFilter):
+    """Waiting purchases by how soon they must start, or how long they waited."""
+
+    title = "urgency"
+    parameter_name = "urgency"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("passed", "Waiting, start date passed"),
+            ("soon", "Waiting, starts within 3 days"),
+            ("sla", f"Waitlisted over {settings.WAITLIST_SLA_HOURS} h"),
+        ]
+
+    def queryset(self, request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        today = timezone.localdate()
+        waiting = queryset.filter(status__in=WAITING_STATUSES)
+        if self.value() == "passed":
+            return waiting.filter(start_date__lt=today)
+        if self.value() == "soon":
+            return waiting.filter(
+                start_date__gte=today, start_date__lte=today + dt.timedelta(days=3)
+            )
+        if self.value() == "sla":
+            late = console_selectors.waitlist_sla()
+            return queryset.filter(
+                Q(status=models.Purchase.Status.WAITLISTED),
+                payment__created_at__lt=timezone.now() - late,
+            )
+        return queryset
 
 
 class TutoringSessionInline(ReadOnlyInline[models.TutoringSession, models.Purchase]):
@@ -53,7 +93,7 @@ class TutoringSessionInline(ReadOnlyInline[models.TutoringSession, models.Purcha
 
 
 @admin.register(models.Purchase)
-class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
+class PurchaseAdmin(CsvExportMixin, ReadOnlyAdmin[models.Purchase]):
     list_display = [
         "student",
         "course",
@@ -62,13 +102,42 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
         "start_date",
         "created_at",
     ]
-    list_filter = ["status", "course", "trainer"]
+    list_filter = [
+        "status",
+        UrgencyFilter,
+        "course",
+        "trainer",
+        ("created_at", DateRangeFilter),
+    ]
+    # Names, email and phone use the trigram indexes of migration 0005.
     search_fields = [
-        "payment__payment_intent",
+        "=payment__payment_intent",
+        "=id",
         "student__name",
         "student__email",
+        "student__phone",
+        "trainer__name",
     ]
-    list_select_related = ["student", "course", "trainer"]
+    list_select_related = ["student", "course", "trainer", "payment"]
+    change_list_template = EXPORT_CHANGE_LIST
+    csv_columns = (
+        ("purchase_id", lambda p: p.pk),
+        ("payment_intent", lambda p: p.payment.payment_intent),
+        ("status", lambda p: p.status),
+        ("student", lambda p: p.student.name),
+        ("email", lambda p: p.student.email),
+        ("phone", lambda p: p.student.phone),
+        ("course", lambda p: p.course.title),
+        ("trainer", lambda p: p.trainer.name if p.trainer else ""),
+        ("total_sessions", lambda p: p.total_sessions),
+        ("delivery_mode", lambda p: p.delivery_mode),
+        ("start_date", lambda p: p.start_date),
+        ("time_slot", lambda p: f"{p.time_slot:%H:%M}"),
+        ("paid_at", lambda p: p.payment.created_at),
+        ("recorded_at", lambda p: p.created_at),
+        ("allocated_at", lambda p: p.allocated_at),
+        ("reason", lambda p: p.status_reason.replace("\n", " ")),
+    )
     fieldsets = [
         (None, {"fields": ["status_display", "why"]}),
         (
@@ -76,6 +145,7 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
             {
                 "fields": [
                     "student_link",
+                    "contact",
                     "course",
                     "schedule",
                     "location",
@@ -93,6 +163,7 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
         "status_display",
         "why",
         "student_link",
+        "contact",
         "course",
         "schedule",
         "location",
@@ -104,8 +175,13 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
         "trace",
     ]
     inlines = [TutoringSessionInline]
-    actions = ["retry_allocation_action", "assign_trainer_action"]
+    actions = [
+        "retry_allocation_action",
+        "assign_trainer_action",
+        "export_csv_action",
+    ]
     change_form_template = "admin_ui/purchase_change_form.html"
+    object_history_template = "admin_ui/purchase_history.html"
 
     # Displays.
 
@@ -119,11 +195,21 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
     def why(self, purchase: models.Purchase) -> str:
         waiting = console_selectors.waiting_reason(purchase=purchase)
         if waiting is None:
-            return purchase.status_reason or "-"
+            return linebreaks(purchase.status_reason or "-")
+        # The headline in bold, then the full breakdown (fit.waitlist_reason).
+        headline, _, breakdown = waiting.reason.partition("\n")
         return format_html(
-            '<span class="{}">{}</span>',
+            '<span class="{}"><strong>{}</strong>{}</span>{}',
             "ops-alarm" if waiting.alarming else "ops-reason",
-            waiting.reason,
+            headline,
+            format_html("<br>{}", breakdown) if breakdown else "",
+            format_html(
+                ' <span class="ops-badge ops-urgency-{}">{}</span>',
+                waiting.urgency.level,
+                waiting.urgency.label,
+            )
+            if waiting.urgency
+            else "",
         )
 
     @admin.display(description="Student")
@@ -135,6 +221,10 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
             student.name,
             f"<{student.email}>" if student.email else "",
         )
+
+    @admin.display(description="Contact")
+    def contact(self, purchase: models.Purchase) -> str:
+        return display.student_contact(purchase.student)
 
     @admin.display(description="Schedule")
     def schedule(self, purchase: models.Purchase) -> str:
@@ -217,6 +307,7 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
 
     def get_urls(self) -> list[URLPattern]:
         return [
+            self.export_url(),
             path(
                 "<uuid:purchase_id>/assign-trainer/",
                 self.admin_site.admin_view(
@@ -268,6 +359,23 @@ class PurchaseAdmin(ReadOnlyAdmin[models.Purchase]):
         if purchase is not None:
             extra_context["subtitle"] = display.purchase_label(purchase)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """Admin's change history (empty: purchases change only through the
+        pipeline and actions), and the trace, which is the real history."""
+        purchase = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if purchase is not None:
+            extra_context["subtitle"] = display.purchase_label(purchase)
+            extra_context["trace"] = display.trace_timeline(
+                purchase.payment.payment_intent
+            )
+        return super().history_view(request, object_id, extra_context)
 
 
 @admin.register(models.TutoringSession)

@@ -75,7 +75,7 @@ def assign_trainer_view(
             else:
                 model_admin.message_user(
                     request,
-                    f"{purchase.status_reason} Sessions are being created.",
+                    f"{purchase.status_reason} {console_selectors.sessions_outlook()}",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(change_url)

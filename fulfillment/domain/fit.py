@@ -124,8 +124,19 @@ def rank(verdicts: Iterable[Verdict], *, home_visit: bool) -> list[Verdict]:
     )
 
 
+# A waitlist reason is a headline an operator reads at a glance, then (on its
+# own lines) the full breakdown; ``reason_headline`` gives the first.
+HEADLINE_SEPARATOR = "\n"
+
+
 def waitlist_reason(verdicts: Sequence[Verdict], *, course_title: str) -> str:
-    """Words an operator can act on: which rule excluded the most trainers."""
+    """Words an operator can act on: which rule excluded the most trainers.
+
+    When a trainer is excluded by distance alone, a headline naming the nearest
+    such trainer comes first ("No trainer within 5 km; nearest Asha Rao at 7.8
+    km."), then the breakdown on the next line: that trainer could take the
+    purchase if they agree to travel (a soft rule an operator may waive).
+    """
     if not verdicts:
         return f"No trainer teaches {course_title}: add one to the catalogue."
     counts = Counter(rule for v in verdicts for rule in v.broken)
@@ -147,7 +158,30 @@ def waitlist_reason(verdicts: Sequence[Verdict], *, course_title: str) -> str:
     others = [f"{count} {rule.label}" for rule, count in ranked[1:]]
     if others:
         reason += "; also " + ", ".join(others)
-    return reason + "."
+    reason += "."
+    nearest = nearest_too_far_only(verdicts)
+    if nearest is None or nearest.distance_km is None:
+        return reason
+    headline = (
+        f"No trainer within {nearest.trainer.max_travel_km:g} km; nearest "
+        f"{nearest.trainer.name} at {nearest.distance_km:.1f} km."
+    )
+    return headline + HEADLINE_SEPARATOR + reason
+
+
+def nearest_too_far_only(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """The nearest trainer whose only broken rule is the travel distance."""
+    candidates = [
+        v for v in verdicts if v.broken == (Rule.TOO_FAR,) and v.distance_km is not None
+    ]
+    return min(
+        candidates, key=lambda v: (v.distance_km or 0.0, v.trainer.id), default=None
+    )
+
+
+def reason_headline(reason: str) -> str:
+    """The line of a status reason an operator reads at a glance."""
+    return reason.split(HEADLINE_SEPARATOR, 1)[0]
 
 
 def _works_during(trainer: TrainerFacts, slot: Slot, tz: zoneinfo.ZoneInfo) -> bool:

@@ -25,6 +25,9 @@ from fulfillment.domain.timeslots import parse_time_slot
 MAX_VALUE_CHARS: Final = 500
 MAX_NAME_CHARS: Final = 200
 MAX_EMAIL_CHARS: Final = 254
+# E.164 allows at most 15 digits; fewer than 7 is no reachable number anywhere.
+MIN_PHONE_DIGITS: Final = 7
+MAX_PHONE_DIGITS: Final = 15
 MIN_START_YEAR: Final = 2000
 MAX_START_YEAR: Final = 2100
 
@@ -35,6 +38,10 @@ _UUID = re.compile(
 # Deliberately loose: one @, no whitespace, a dot in the domain. Deliverability
 # is the mail server's business, not ours.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# What people type into a phone field: an optional leading +, digits, and the
+# usual separators. Stored as "+" (when given) and the digits only, so a search
+# by any spelling of the number finds it.
+_PHONE = re.compile(r"\+?[0-9 ().\-]+", re.ASCII)
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
@@ -59,7 +66,8 @@ class MetadataError(ValueError):
 class PurchaseRequest:
     """A purchase as the PaymentIntent metadata describes it, fully validated.
 
-    ``student_email`` is ``""`` when not given. ``latitude`` and ``longitude``
+    ``student_email`` and ``student_phone`` are ``""`` when not given; the phone
+    is normalised to an optional ``+`` and digits. ``latitude`` and ``longitude``
     are both set or both ``None``.
     """
 
@@ -73,6 +81,7 @@ class PurchaseRequest:
     time_slot: time
     latitude: float | None
     longitude: float | None
+    student_phone: str = ""
 
 
 def parse_purchase_metadata(metadata: object) -> PurchaseRequest:
@@ -90,6 +99,7 @@ def parse_purchase_metadata(metadata: object) -> PurchaseRequest:
     student_id = _uuid(metadata, "student_id")
     student_name = _name(metadata)
     student_email = _email(metadata)
+    student_phone = _phone(metadata)
     course_id = _uuid(metadata, "course_id")
     total_sessions = _total_sessions(metadata)
     delivery_mode = _delivery_mode(metadata)
@@ -100,6 +110,7 @@ def parse_purchase_metadata(metadata: object) -> PurchaseRequest:
         student_id=student_id,
         student_name=student_name,
         student_email=student_email,
+        student_phone=student_phone,
         course_id=course_id,
         total_sessions=total_sessions,
         delivery_mode=delivery_mode,
@@ -170,6 +181,24 @@ def _email(metadata: Mapping[object, object]) -> str:
             "student_email", f"{_shown(value)} is not a valid email address"
         )
     return value
+
+
+def _phone(metadata: Mapping[object, object]) -> str:
+    value = _text(metadata, "student_phone")
+    if value is None:
+        return ""
+    digits = re.sub(r"[^0-9]", "", value)
+    if (
+        not _PHONE.fullmatch(value)
+        or not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS
+    ):
+        raise MetadataError(
+            "student_phone",
+            f"{_shown(value)} is not a phone number (an optional +, then "
+            f"{MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits; spaces, dashes, dots "
+            "and brackets allowed)",
+        )
+    return ("+" if value.startswith("+") else "") + digits
 
 
 def _total_sessions(metadata: Mapping[object, object]) -> int:

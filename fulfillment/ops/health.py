@@ -24,7 +24,11 @@ from fulfillment.selectors.jobs import (
     queue_stats,
     stalled_jobs_count,
 )
-from fulfillment.selectors.purchases import payments_needing_attention, purchases_stuck
+from fulfillment.selectors.purchases import (
+    payments_needing_attention,
+    purchases_stuck,
+    purchases_waitlisted_past_sla,
+)
 from fulfillment.selectors.workers import live_workers
 
 # A ready job nobody picked up for this long means no worker serves its queue.
@@ -204,6 +208,28 @@ def check_stuck_purchases() -> Check:
     return Check("stuck purchases", CheckVerdict.OK, "none past the SLA", 0)
 
 
+def check_waitlist_sla() -> Check:
+    hours = settings.WAITLIST_SLA_HOURS
+    late = purchases_waitlisted_past_sla(sla=dt.timedelta(hours=hours))
+    count = late.count()
+    if count:
+        details = [
+            f"{p.pk} waitlisted since its payment at "
+            f"{timezone.localtime(p.payment.created_at):%Y-%m-%d %H:%M %Z}: "
+            f"{p.status_reason.splitlines()[0] if p.status_reason else '-'}"
+            for p in late.select_related("payment")[:10]
+        ]
+        return Check(
+            "waitlist SLA",
+            CheckVerdict.FAIL,
+            f"{count} waitlisted longer than {hours} h since payment: assign a "
+            "trainer or widen the catalogue",
+            count,
+            details,
+        )
+    return Check("waitlist SLA", CheckVerdict.OK, f"none waiting over {hours} h", 0)
+
+
 def check_payments_needing_attention() -> Check:
     payments = payments_needing_attention()
     count = payments.count()
@@ -286,6 +312,7 @@ DOCTOR_CHECKS: tuple[Callable[[], Check], ...] = (
     check_stalled_jobs,
     check_failed_jobs,
     check_stuck_purchases,
+    check_waitlist_sla,
     check_payments_needing_attention,
     check_long_lock_holders,
 )

@@ -141,6 +141,17 @@ def purchases_stuck(*, older_than: dt.timedelta) -> QuerySet[Purchase]:
     ).order_by("created_at")
 
 
+def purchases_waitlisted_past_sla(
+    *, sla: dt.timedelta, now: dt.datetime | None = None
+) -> QuerySet[Purchase]:
+    """Waitlisted purchases paid longer than ``sla`` ago, longest waiting first.
+    Waiting counts from the payment: a retry or a reprocess does not restart it."""
+    now = now or timezone.now()
+    return Purchase.objects.filter(
+        status=Purchase.Status.WAITLISTED, payment__created_at__lt=now - sla
+    ).order_by("payment__created_at")
+
+
 def payments_needing_attention() -> QuerySet[Payment]:
     """Payments whose metadata could not become a purchase, still unresolved."""
     return Payment.objects.filter(

@@ -580,11 +580,18 @@ def _student_upsert(request: PurchaseRequest) -> uuid.UUID:
     table = Student._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} AS s (id, name, email, learnings_version, "  # noqa: S608
-            "created_at) VALUES (%s, %s, %s, 0, now()) "
+            f"INSERT INTO {table} AS s (id, name, email, phone, "  # noqa: S608
+            "learnings_version, created_at) VALUES (%s, %s, %s, %s, 0, now()) "
             "ON CONFLICT (id) DO UPDATE SET learnings_version = "
-            "s.learnings_version + 1",
-            [request.student_id, request.student_name, request.student_email],
+            "s.learnings_version + 1, "
+            # A later payment may bring the phone the first one lacked.
+            "phone = coalesce(nullif(s.phone, ''), excluded.phone)",
+            [
+                request.student_id,
+                request.student_name,
+                request.student_email,
+                request.student_phone,
+            ],
         )
     return request.student_id
 

@@ -432,7 +432,7 @@ def test_changing_a_trainer_retries_the_waitlist(
         "latitude": trainer.latitude,
         "longitude": trainer.longitude,
         "max_travel_km": trainer.max_travel_km,
-        "weekdays": "0,1,2,3,4,5,6",
+        "weekdays": [str(day) for day in range(7)],
         "work_start": "09:00",
         "work_end": "20:00",
         "max_active_students": 5,

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from fulfillment.models import JobFailure, Purchase, WorkerPresence
+from fulfillment.models import JobFailure, Payment, Purchase, WorkerPresence
 from fulfillment.services.allocation import purchase_allocate
 from fulfillment.testing import stripe_events
 from tests import helpers
@@ -73,21 +73,23 @@ def fail(job_id: int, error_type: str, message: str) -> None:
 # --- pending allocations ----------------------------------------------------------
 
 
-def test_waiting_purchases_are_listed_oldest_first_with_the_reason_and_links(
+def test_waiting_purchases_are_listed_urgent_first_with_the_reason_and_links(
     client: Client, signed_post: SignedPost
 ) -> None:
     course = helpers.course(title="Robotics")
     first = waitlisted(signed_post, course, student_name="Ira Old")
-    Purchase.objects.filter(pk=first.pk).update(
+    # Waiting counts from the payment, not from when the purchase was recorded.
+    Payment.objects.filter(pk=first.payment_id).update(
         created_at=timezone.now() - dt.timedelta(hours=3)
     )
+    # Paid later, but starts earlier on the same day: it comes first.
     second = buy(signed_post, course, student_name="Kabir New", time_slot="10:30")
     sign_in(client, "Operations")
 
     pending = module(dashboard(client), "Pending allocations")
 
     assert "Pending allocations (2)" in pending
-    assert pending.index("Ira Old") < pending.index("Kabir New")
+    assert pending.index("Kabir New") < pending.index("Ira Old")
     assert "3 h" in pending
     assert "No trainer teaches Robotics: add one to the catalogue." in pending
     assert "Monday to Friday 10:30" in pending

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from fulfillment import queue, tasks
 from fulfillment.models import Purchase, WorkerPresence
+from fulfillment.ops.health import DOCTOR_CHECKS
 from fulfillment.queue import names
 from tests import helpers
 from tests.helpers import load_event
@@ -63,6 +64,7 @@ def test_doctor_is_green_for_a_healthy_service() -> None:
         "stalled jobs",
         "failed jobs (24h)",
         "stuck purchases",
+        "waitlist SLA",
         "payments needing attention",
         "long lock holders",
     ]
@@ -169,7 +171,7 @@ def test_doctor_text_output_has_one_line_per_check_with_its_number() -> None:
         call_command("doctor", stdout=out)
 
     lines = [line for line in out.getvalue().splitlines() if line.startswith("[")]
-    assert len(lines) == 10
+    assert len(lines) == len(DOCTOR_CHECKS) == 11
     assert lines[2].startswith("[FAIL] workers")
 
 

@@ -35,9 +35,10 @@ SEED = """
 INSERT INTO fulfillment_course (id, title, mode, created_at, updated_at)
 VALUES ('00000000-0000-0000-0000-0000000000c1', 'Seeded course', 'online', now(),
     now());
-INSERT INTO fulfillment_student (id, name, email, learnings_version, created_at)
-VALUES ('00000000-0000-0000-0000-0000000000d1', 'Seeded student', 's@example.com', 0,
-    now());
+INSERT INTO fulfillment_student (id, name, email, phone, learnings_version,
+    created_at)
+VALUES ('00000000-0000-0000-0000-0000000000d1', 'Seeded student', 's@example.com', '',
+    0, now());
 INSERT INTO fulfillment_trainer (id, name, email, latitude, longitude, max_travel_km,
     max_active_students, weekdays, work_start, work_end, is_active, created_at,
     updated_at)

@@ -62,7 +62,7 @@ def trainer_form(trainer: Trainer, **changes: Any) -> dict[str, Any]:
         "latitude": trainer.latitude,
         "longitude": trainer.longitude,
         "max_travel_km": trainer.max_travel_km,
-        "weekdays": ",".join(str(day) for day in trainer.weekdays),
+        "weekdays": [str(day) for day in trainer.weekdays],
         "work_start": f"{trainer.work_start:%H:%M}",
         "work_end": f"{trainer.work_end:%H:%M}",
         "max_active_students": trainer.max_active_students,

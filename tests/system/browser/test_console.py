@@ -54,9 +54,9 @@ def test_an_operator_sees_why_a_purchase_waits_and_assigns_the_trainer_that_fits
     row = pending.locator(f'tr[data-purchase="{purchase.pk}"]')
     expect(row).to_contain_text("Anya Sharma")
     expect(row).to_contain_text("Waitlisted")
+    # The one line read at a glance: Meera is excluded by distance alone.
     expect(row).to_contain_text(
-        "No trainer fits: 1 of 2 trainers for Python for Kids are beyond their "
-        "travel distance"
+        "No trainer within 0.5 km; nearest Meera Nair at 1.1 km."
     )
     page.wait_for_load_state("networkidle")  # the dashboard's scripts have run
     page.screenshot(path=artifacts / "dashboard.png", full_page=True)
