@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) -m tools.devdb exec --
 
-.PHONY: help run test test-fast lint typecheck suite browser-deps format worker manage chaos bench clean
+.PHONY: help run test test-fast lint typecheck suite browser-deps pooler-deps format worker manage chaos failover bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ lint: $(DEV)  ## ruff check + ruff format --check
 typecheck: $(DEV)  ## mypy (strict, with the django-stubs plugin)
 	$(WITH_DB) $(VENV)/bin/mypy .
 
-suite: $(DEV) browser-deps  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
+suite: $(DEV) browser-deps pooler-deps  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
 	$(WITH_DB) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium through Playwright; Playwright's own
@@ -66,6 +66,27 @@ browser-deps: $(DEV)  ## Debian's chromium for the browser tests (apt-get, as ro
 			export DEBIAN_FRONTEND=noninteractive; log=$$(mktemp); \
 			install="apt-get install -y -q --no-install-recommends chromium fonts-liberation"; \
 			{ { apt-cache show chromium && $$install; } \
+				|| { apt-get update -q && $$install; }; } >"$$log" 2>&1 \
+				|| { cat "$$log"; rm -f "$$log"; exit 1; }; \
+			rm -f "$$log"; \
+		fi; \
+	fi
+
+# The PgBouncer test (tests/system/test_pgbouncer.py) runs Debian's pgbouncer;
+# the same pattern as browser-deps: installed only when missing, as root. (Where
+# services run, the package also enables its own on port 6432; the test starts
+# a pgbouncer of its own and never uses that one.)
+PGBOUNCER := /usr/sbin/pgbouncer
+pooler-deps:  ## Debian's pgbouncer for the pooler test (apt-get, as root)
+	@if [ ! -x $(PGBOUNCER) ]; then \
+		if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+			echo "pooler-deps: $(PGBOUNCER) is missing and cannot be installed here;" \
+				"the PgBouncer test will be skipped (as root: apt-get install pgbouncer)"; \
+		else \
+			echo "pooler-deps: installing pgbouncer (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; log=$$(mktemp); \
+			install="apt-get install -y -q --no-install-recommends pgbouncer"; \
+			{ { apt-cache show pgbouncer && $$install; } \
 				|| { apt-get update -q && $$install; }; } >"$$log" 2>&1 \
 				|| { cat "$$log"; rm -f "$$log"; exit 1; }; \
 			rm -f "$$log"; \
