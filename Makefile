@@ -109,6 +109,13 @@ manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
 chaos: $(RUNTIME)  ## Chaos run: 2000 payments, dups, refunds, SIGKILLs, a PG restart
 	$(PY) -m tools.chaos $(CHAOS_ARGS)
 
+# Not part of `make test` (the suite runs a short one): two PostgreSQL servers of
+# its own under .data/failover (this machine's programs; FAILOVER_ARGS="--postgres
+# embedded" for the embedded 18), a synchronous standby promoted after the primary
+# is SIGKILLed under load; see tools/failover.py and docs/deploy.md.
+failover: $(RUNTIME)  ## Failover run: SIGKILL the primary, promote the standby, 0 lost
+	$(PY) -m tools.failover $(FAILOVER_ARGS)
+
 # Not part of `make test`: about 5 minutes; its own PostgreSQL under .data/bench
 # (BENCH_ARGS="--postgres system" for this machine's). See docs/performance.md.
 bench: $(RUNTIME)  ## Benchmark: webhook, latency, bursts with 1/2/4 workers, ceiling
