@@ -263,6 +263,7 @@ class Failover:
     killed_mono: float = 0.0
     promoted_mono: float = 0.0
     promoted_wall: float = 0.0
+    promote_took: float = 0.0
     killed_processes: int = 0
     doing_at_promotion: list[int] = dataclasses.field(default_factory=list)
     sync_before_kill: bool = False
@@ -294,9 +295,12 @@ def fail_over(
         record.killed_processes = primary.kill()
         print(f"failover: primary SIGKILLed ({record.killed_processes} processes)")
         time.sleep(promote_after)
-        standby.promote()
+        # Measured from the promotion's start: the standby takes writes a
+        # moment before `pg_ctl promote -w` notices and returns.
         record.promoted_mono = time.monotonic()
         record.promoted_wall = time.time()
+        standby.promote()
+        record.promote_took = time.monotonic() - record.promoted_mono
         print("failover: standby promoted", flush=True)
         with standby.connect(dbname) as conn:
             record.doing_at_promotion = [
@@ -311,11 +315,17 @@ def fail_over(
 
 
 def first_200_after(deliveries: list[stack.Delivery], moment: float) -> float | None:
+    """Seconds from ``moment`` to the first payment the webhook stored (200
+    accepted or duplicate): those need the writable server. Events it ignores
+    are answered 200 without the database, during the outage too."""
     ends = [
         attempt.ended
         for delivery in deliveries
+        if delivery.kind in ("payment", "duplicate")
         for attempt in delivery.attempts
-        if attempt.status == 200 and attempt.ended >= moment
+        if attempt.status == 200
+        and attempt.body.get("status") in ("accepted", "duplicate")
+        and attempt.ended >= moment
     ]
     return min(ends) - moment if ends else None
 
@@ -370,6 +380,7 @@ def measure(
         "acknowledged": len(acked),
         "acknowledged lost": len(acked - stored),
         "kill to promotion s": round(record.promoted_mono - record.killed_mono, 1),
+        "pg_ctl promote took s": round(record.promote_took, 2),
         "first 200 after the kill s": None if outage is None else round(outage, 2),
         "first 200 after promotion s": None if web is None else round(web, 2),
         "workers again after promotion s": None
