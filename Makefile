@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) -m tools.devdb exec --
 
-.PHONY: help run test test-fast lint typecheck suite browser-deps format worker manage chaos bench clean
+.PHONY: help run test test-fast lint typecheck suite browser-deps pooler-deps format worker manage chaos failover bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ lint: $(DEV)  ## ruff check + ruff format --check
 typecheck: $(DEV)  ## mypy (strict, with the django-stubs plugin)
 	$(WITH_DB) $(VENV)/bin/mypy .
 
-suite: $(DEV) browser-deps  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
+suite: $(DEV) browser-deps pooler-deps  ## The pytest suite on real PostgreSQL (pytest exits 5 if no test ran)
 	$(WITH_DB) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium through Playwright; Playwright's own
@@ -72,6 +72,27 @@ browser-deps: $(DEV)  ## Debian's chromium for the browser tests (apt-get, as ro
 		fi; \
 	fi
 
+# The PgBouncer test (tests/system/test_pgbouncer.py) runs Debian's pgbouncer;
+# the same pattern as browser-deps: installed only when missing, as root. (Where
+# services run, the package also enables its own on port 6432; the test starts
+# a pgbouncer of its own and never uses that one.)
+PGBOUNCER := /usr/sbin/pgbouncer
+pooler-deps:  ## Debian's pgbouncer for the pooler test (apt-get, as root)
+	@if [ ! -x $(PGBOUNCER) ]; then \
+		if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+			echo "pooler-deps: $(PGBOUNCER) is missing and cannot be installed here;" \
+				"the PgBouncer test will be skipped (as root: apt-get install pgbouncer)"; \
+		else \
+			echo "pooler-deps: installing pgbouncer (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; log=$$(mktemp); \
+			install="apt-get install -y -q --no-install-recommends pgbouncer"; \
+			{ { apt-cache show pgbouncer && $$install; } \
+				|| { apt-get update -q && $$install; }; } >"$$log" 2>&1 \
+				|| { cat "$$log"; rm -f "$$log"; exit 1; }; \
+			rm -f "$$log"; \
+		fi; \
+	fi
+
 format: $(DEV)  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -87,6 +108,13 @@ manage: $(RUNTIME)  ## manage.py with ARGS="...", e.g. make manage ARGS="doctor"
 # for this machine's programs), never the DATABASE_URL one; see tools/chaos.py.
 chaos: $(RUNTIME)  ## Chaos run: 2000 payments, dups, refunds, SIGKILLs, a PG restart
 	$(PY) -m tools.chaos $(CHAOS_ARGS)
+
+# Not part of `make test` (the suite runs a short one): two PostgreSQL servers of
+# its own under .data/failover (this machine's programs; FAILOVER_ARGS="--postgres
+# embedded" for the embedded 18), a synchronous standby promoted after the primary
+# is SIGKILLed under load; see tools/failover.py and docs/deploy.md.
+failover: $(RUNTIME)  ## Failover run: SIGKILL the primary, promote the standby, 0 lost
+	$(PY) -m tools.failover $(FAILOVER_ARGS)
 
 # Not part of `make test`: about 5 minutes; its own PostgreSQL under .data/bench
 # (BENCH_ARGS="--postgres system" for this machine's). See docs/performance.md.

@@ -75,13 +75,26 @@ def env_time_zone(name: str, default: str) -> str:
 
 def env_database_url(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip() or default
+    _check_database_url(name, value)
+    return value
+
+
+def env_optional_database_url(name: str) -> str | None:
+    """A postgres:// URL, or None when the variable is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    _check_database_url(name, value)
+    return value
+
+
+def _check_database_url(name: str, value: str) -> None:
     if not value.startswith(("postgres://", "postgresql://")):
         # Never echo the URL: it may carry a password.
         raise ImproperlyConfigured(
             f"{name} must be a postgres:// or postgresql:// URL "
             f"(got a value starting with {value.split(':', 1)[0]!r})"
         )
-    return value
 
 
 def env_secret(name: str, *, dev_default: str, required: bool) -> str:

@@ -6,12 +6,15 @@ process at start with a message naming the variable (see ``kcproject.env``).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from kcproject.env import (
     env_bool,
@@ -19,6 +22,7 @@ from kcproject.env import (
     env_database_url,
     env_int,
     env_list,
+    env_optional_database_url,
     env_secret,
     env_str,
     env_time_zone,
@@ -144,16 +148,16 @@ def _runs_long_statements(argv: list[str]) -> bool:
     return any(argv[1 : 1 + len(cmd)] == cmd for cmd in _LONG_RUNNING_COMMANDS)
 
 
-def database_timeouts(*, statement_timeout_s: int) -> dict[str, Any]:
-    """libpq keepalives and server session limits, as Django's OPTIONS.
+def database_session_settings(*, statement_timeout_s: int) -> dict[str, str]:
+    """The server session limits every connection asks for (``-c name=value``).
 
-    They reach every connection: Django's, and the worker's pool and LISTEN
-    connection, which procrastinate builds from the same OPTIONS.
+    A connection through a transaction-mode pooler cannot ask (see
+    ``_database``): there they must be the server's defaults for the role or
+    database, e.g. ``ALTER DATABASE … SET lock_timeout = '10s'`` (docs/deploy.md).
     """
     dead_peer = DATABASE_DEAD_PEER_TIMEOUT_S
-    # Probes start after half the budget, then three, a sixth of it apart.
-    idle, interval, count = dead_peer // 2, max(dead_peer // 6, 1), 3
-    server = {
+    idle, interval, count = _keepalive_schedule(dead_peer)
+    return {
         "lock_timeout": f"{DATABASE_LOCK_TIMEOUT_S}s",
         "statement_timeout": f"{statement_timeout_s}s",
         "idle_in_transaction_session_timeout": (
@@ -165,44 +169,143 @@ def database_timeouts(*, statement_timeout_s: int) -> dict[str, Any]:
         "tcp_keepalives_count": str(count),
         "tcp_user_timeout": f"{dead_peer}s",
     }
-    return {
+
+
+def _keepalive_schedule(dead_peer: int) -> tuple[int, int, int]:
+    # Probes start after half the budget, then three, a sixth of it apart.
+    return dead_peer // 2, max(dead_peer // 6, 1), 3
+
+
+def database_timeouts(
+    *, statement_timeout_s: int, session_settings: bool = True
+) -> dict[str, Any]:
+    """libpq keepalives and server session limits, as Django's OPTIONS.
+
+    They reach every connection: Django's, and the worker's pool and LISTEN
+    connection, which procrastinate builds from the same OPTIONS. Without
+    ``session_settings`` only the client's own keepalives (for a pooler).
+    """
+    dead_peer = DATABASE_DEAD_PEER_TIMEOUT_S
+    idle, interval, count = _keepalive_schedule(dead_peer)
+    client: dict[str, Any] = {
         "keepalives": 1,
         "keepalives_idle": idle,
         "keepalives_interval": interval,
         "keepalives_count": count,
         "tcp_user_timeout": dead_peer * 1000,  # libpq wants milliseconds
-        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
     }
+    if not session_settings:
+        return client
+    server = database_session_settings(statement_timeout_s=statement_timeout_s)
+    options = " ".join(f"-c {name}={value}" for name, value in server.items())
+    return {**client, "options": options}
 
 
-def _database(url: str, *, statement_timeout_s: int) -> dict[str, Any]:
+_HOST_PORT = re.compile(r"^(\[[^\]]*\]|[^:]*)(?::(\d*))?$")
+
+
+def _split_hosts(url: str) -> tuple[str, list[str], list[str]]:
+    """libpq's multi-host URL (``postgres://u@h1:p1,h2:p2/db``), which
+    dj-database-url cannot parse: the URL with one stand-in host, and the hosts
+    and ports (empty lists for a URL with one host or none)."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    if "," not in hostlist:
+        return url, [], []
+    hosts, ports = [], []
+    for item in hostlist.split(","):
+        match = _HOST_PORT.match(item)
+        if not match or not match.group(1):
+            raise ImproperlyConfigured(
+                "DATABASE_URL: cannot read a host of its host list"
+            )
+        hosts.append(match.group(1).strip("[]"))
+        ports.append(match.group(2) or "5432")
+    single = parts._replace(netloc=f"{userinfo}{at}multi-host.invalid")
+    return urlunsplit(single), hosts, ports
+
+
+def _database(
+    url: str, *, statement_timeout_s: int, transaction_pooler: bool = False
+) -> dict[str, Any]:
+    """Django's DATABASES entry for ``url``.
+
+    ``url`` may name several servers, as libpq does (``postgres://u@a:5432,
+    b:5432/db?target_session_attrs=read-write``: the first writable one wins),
+    either in the host part or as ``?host=a,b&port=p1,p2``.
+    ``transaction_pooler``: the URL is a PgBouncer in transaction mode, where a
+    client holds a server connection for one transaction only, so nothing may
+    outlive one: no server-side cursor (DISABLE_SERVER_SIDE_CURSORS: Django's
+    ``.iterator()`` fetches in chunks on a named cursor otherwise), no prepared
+    statement (``prepare_threshold=None``: Django's default already, kept
+    explicit), and no session settings in the startup packet: PgBouncer 1.18
+    refuses an ``options`` parameter, and would drop it silently if told to
+    ignore it. Those limits come from the server's defaults instead.
+    """
+    single, hosts, ports = _split_hosts(url)
     config: dict[str, Any] = dict(
-        dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        dj_database_url.parse(single, conn_max_age=60, conn_health_checks=True)
     )
+    if hosts:
+        config["HOST"], config["PORT"] = ",".join(hosts), ",".join(ports)
     options = config.setdefault("OPTIONS", {})
     # A unix-socket URL carries its directory as ?host=...; Django wants it in HOST.
     if "host" in options and not config.get("HOST"):
         config["HOST"] = options.pop("host")
+    if "port" in options and not config.get("PORT"):
+        config["PORT"] = options.pop("port")
     options.setdefault("application_name", "fulfillment")
+    timeouts = database_timeouts(
+        statement_timeout_s=statement_timeout_s,
+        session_settings=not transaction_pooler,
+    )
     # What the URL says wins: its own keepalives, and its ?options= after ours.
-    timeouts = database_timeouts(statement_timeout_s=statement_timeout_s)
     given_options = options.pop("options", "")
     for name, value in timeouts.items():
         options.setdefault(name, value)
-    options["options"] = f"{timeouts['options']} {given_options}".strip()
+    merged = f"{timeouts.get('options', '')} {given_options}".strip()
+    if merged:
+        options["options"] = merged
+    if transaction_pooler:
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
+        options["prepare_threshold"] = None
     return config
 
+
+# --- which server: direct, or through a pooler -------------------------------------
+# DATABASE_URL serves the web app, the API, the console and commands. With
+# DATABASE_TRANSACTION_POOLER=1 it is a PgBouncer in transaction mode (see
+# ``_database`` for what that changes). Workers cannot go through one: LISTEN
+# and procrastinate's worker session outlive a transaction. They, and migrate,
+# use WORKER_DATABASE_URL: PostgreSQL itself, or a session-mode pool. Unset,
+# every process uses DATABASE_URL.
+DATABASE_TRANSACTION_POOLER = env_bool("DATABASE_TRANSACTION_POOLER", False)
+_worker_url = env_optional_database_url("WORKER_DATABASE_URL")
+_NEEDS_A_SESSION = _runs_long_statements(sys.argv)
+if _NEEDS_A_SESSION and _worker_url:
+    _url, _pooled = _worker_url, False
+elif _NEEDS_A_SESSION and DATABASE_TRANSACTION_POOLER:
+    raise ImproperlyConfigured(
+        "DATABASE_TRANSACTION_POOLER=1 and WORKER_DATABASE_URL is unset: workers "
+        "and migrate need a direct (or session-mode) connection; set "
+        "WORKER_DATABASE_URL to it"
+    )
+else:
+    _url = env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL)
+    _pooled = DATABASE_TRANSACTION_POOLER
 
 # Not kept as a setting of its own: a password in the URL would show on DEBUG's
 # error page, which masks only names like *PASS*, *SECRET*, *TOKEN*, *KEY*.
 DATABASES = {
     "default": _database(
-        env_database_url("DATABASE_URL", EMBEDDED_DATABASE_URL),
+        _url,
         statement_timeout_s=DATABASE_WORKER_STATEMENT_TIMEOUT_S
-        if _runs_long_statements(sys.argv)
+        if _NEEDS_A_SESSION
         else DATABASE_STATEMENT_TIMEOUT_S,
+        transaction_pooler=_pooled,
     )
 }
+del _url, _pooled, _worker_url
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # All state stays in PostgreSQL: the cache is a table too (created by a migration).

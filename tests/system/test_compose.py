@@ -36,6 +36,7 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
+from kcproject.settings import database_session_settings
 from tests.helpers import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -44,7 +45,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
 
-SERVICES = {"db", "migrate", "web", "worker"}
+SERVICES = {"db", "pgbouncer", "migrate", "web", "worker"}
 APP_SERVICES = ("migrate", "web", "worker")
 
 # CONTRACT §2, which .env.example must document in full.
@@ -69,6 +70,8 @@ SETTINGS_VARIABLES = CONTRACT_VARIABLES | {
     "WAITLIST_SLA_HOURS",
     "DJANGO_SECURE_COOKIES",
     "DJANGO_STATIC_ROOT",
+    "DATABASE_TRANSACTION_POOLER",
+    "WORKER_DATABASE_URL",
 }
 # Secrets compose must be given: the settings' three, and the database password.
 COMPOSE_SECRETS = (
@@ -272,7 +275,9 @@ def test_the_schema_check_catches_mistakes(
 # --- (2) services and their order --------------------------------------------------
 
 
-def test_services_are_db_migrate_web_worker(services: dict[str, Any]) -> None:
+def test_services_are_db_pgbouncer_migrate_web_worker(
+    services: dict[str, Any],
+) -> None:
     assert set(services) == SERVICES
 
 
@@ -325,10 +330,80 @@ def test_app_services_share_one_image_configured_from_env(
             (entry == ".env") or (isinstance(entry, dict) and entry["path"] == ".env")
             for entry in (env_files if isinstance(env_files, list) else [env_files])
         ), f"{name} does not read .env"
-        url = service["environment"]["DATABASE_URL"]
+        # web goes through the pooler; its direct URL, like everyone else's
+        # DATABASE_URL, is the db service.
+        key = "WORKER_DATABASE_URL" if name == "web" else "DATABASE_URL"
+        url = service["environment"][key]
         assert re.match(r"postgres(ql)?://[^@/]+@db(:5432)?/", url), (
-            f"{name}'s DATABASE_URL does not point at the db service: {url}"
+            f"{name}'s {key} does not point at the db service: {url}"
         )
+
+
+# --- the pooler: web through PgBouncer in transaction mode, the rest direct ----------
+
+
+def test_pgbouncer_is_a_pinned_image_pooling_transactions_for_the_db(
+    services: dict[str, Any],
+) -> None:
+    pgbouncer = services["pgbouncer"]
+    image, _, tag = pgbouncer["image"].partition(":")
+    assert image == "edoburu/pgbouncer"
+    assert re.fullmatch(r"v?\d+\.\d+\.\d+(-p\d+)?", tag), f"pin a version: {tag!r}"
+    environment = pgbouncer["environment"]
+    assert environment["POOL_MODE"] == "transaction"
+    assert re.match(
+        r"postgres://fulfilment:[^@]+@db:5432/fulfilment$", environment["DATABASE_URL"]
+    )
+    assert environment["AUTH_TYPE"] == "scram-sha-256"  # postgres:16's default
+    # Startup options are not passed on: the settings must send none (below).
+    assert "options" not in environment.get("IGNORE_STARTUP_PARAMETERS", "")
+    assert pgbouncer["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert "pg_isready" in " ".join(_argv(pgbouncer["healthcheck"]["test"]))
+    assert "ports" not in pgbouncer, "reachable on the compose network only"
+
+
+def test_web_goes_through_the_pooler_and_waits_for_it(services: dict[str, Any]) -> None:
+    web = services["web"]
+    environment = web["environment"]
+    assert re.match(
+        r"postgres://[^@/]+@pgbouncer:5432/fulfilment$", environment["DATABASE_URL"]
+    )
+    assert environment["DATABASE_TRANSACTION_POOLER"] == "1"
+    assert web["depends_on"]["pgbouncer"] == {"condition": "service_healthy"}
+    assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", ["migrate", "worker"])
+def test_migrate_and_workers_connect_directly(
+    services: dict[str, Any], name: str
+) -> None:
+    environment = services[name]["environment"]
+    assert "@db:5432/" in environment["DATABASE_URL"]
+    assert "DATABASE_TRANSACTION_POOLER" not in environment
+    assert "pgbouncer" not in json.dumps(services[name])
+
+
+def test_db_defaults_are_the_session_limits_the_pooled_web_cannot_send(
+    services: dict[str, Any], django_ready: None
+) -> None:
+    from django.conf import settings
+
+    command = _argv(services["db"]["command"])
+    assert command[0] == "postgres"
+    given = dict(
+        value.split("=", 1)
+        for flag, value in zip(command[1::2], command[2::2], strict=True)
+        if flag == "-c"
+    )
+    wanted = database_session_settings(
+        statement_timeout_s=settings.DATABASE_STATEMENT_TIMEOUT_S
+    )
+    for name in (
+        "lock_timeout",
+        "statement_timeout",
+        "idle_in_transaction_session_timeout",
+    ):
+        assert given.get(name) == wanted[name], name
 
 
 def test_worker_can_be_scaled(services: dict[str, Any]) -> None:
@@ -618,23 +693,34 @@ def test_env_example_holds_no_secrets_so_a_copy_cannot_start_compose() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("service", "argv", "host", "pooled"),
+    [
+        ("web", ["gunicorn"], "pgbouncer", True),
+        ("web", ["manage.py", "migrate"], "db", False),
+        ("worker", ["manage.py", "procrastinate", "worker"], "db", False),
+        ("migrate", ["manage.py", "migrate"], "db", False),
+    ],
+)
 def test_settings_accept_env_example_with_the_compose_database(
-    services: dict[str, Any],
+    services: dict[str, Any], service: str, argv: list[str], host: str, pooled: bool
 ) -> None:
     """Load the settings in a fresh interpreter from .env.example plus compose's
     environment, as a container would: every value parses, and the database is the
-    `db` service with its credentials."""
+    `db` service with its credentials (the web app's through `pgbouncer`)."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
     env.update({k: v for k, v in _env_example().items() if v})
     secrets_given = {name: f"test-{name.lower()}" for name in COMPOSE_SECRETS}
-    environment = _interpolated(services["web"]["environment"], secrets_given)
+    environment = _interpolated(services[service]["environment"], secrets_given)
     env.update({k: str(v) for k, v in environment.items()})
     env["DJANGO_SETTINGS_MODULE"] = "kcproject.settings"
     script = (
+        f"import sys; sys.argv = {argv!r}\n"
         "import json, django; from django.conf import settings; django.setup(); "
         "db = settings.DATABASES['default']; "
         "print(json.dumps({k: db.get(k) for k in ('HOST', 'PORT', 'NAME', 'USER', "
-        "'PASSWORD')} | {'TIME_ZONE': settings.TIME_ZONE}))"
+        "'PASSWORD', 'DISABLE_SERVER_SIDE_CURSORS')} | "
+        "{'TIME_ZONE': settings.TIME_ZONE, 'options': 'options' in db['OPTIONS']}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -648,7 +734,7 @@ def test_settings_accept_env_example_with_the_compose_database(
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     postgres = services["db"]["environment"]
-    assert loaded["HOST"] == "db"
+    assert loaded["HOST"] == host
     assert int(loaded["PORT"] or 5432) == 5432
     assert loaded["NAME"] == postgres["POSTGRES_DB"]
     assert loaded["USER"] == postgres["POSTGRES_USER"]
@@ -657,6 +743,9 @@ def test_settings_accept_env_example_with_the_compose_database(
     )
     assert loaded["PASSWORD"] == secrets_given["POSTGRES_PASSWORD"]
     assert loaded["TIME_ZONE"] == _env_example()["TIME_ZONE"]
+    # Through the pooler: no server-side cursors, no startup options.
+    assert loaded["DISABLE_SERVER_SIDE_CURSORS"] is pooled
+    assert loaded["options"] is not pooled
 
 
 # --- (5) no start without real secrets, never with DEBUG on -------------------------
@@ -824,5 +913,9 @@ def test_compose_with_every_secret_given_is_still_a_valid_compose_file(
     web = interpolated["services"]["web"]["environment"]
     assert web["DJANGO_SECRET_KEY"] == env["DJANGO_SECRET_KEY"]
     assert web["DATABASE_URL"] == (
+        "postgres://fulfilment:real-postgres_password@pgbouncer:5432/fulfilment"
+    )
+    worker = interpolated["services"]["worker"]["environment"]
+    assert worker["DATABASE_URL"] == (
         "postgres://fulfilment:real-postgres_password@db:5432/fulfilment"
     )
