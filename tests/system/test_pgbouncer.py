@@ -39,6 +39,13 @@ WEB_WORKERS = 3
 PAYMENTS = 12
 
 
+def with_query(url: str, **parameters: str) -> str:
+    """``url`` with ``parameters`` added to its query string (a unix-socket URL
+    already carries ``?host=…``)."""
+    joined = "&".join(f"{key}={value}" for key, value in parameters.items())
+    return f"{url}{'&' if '?' in url else '?'}{joined}"
+
+
 @dataclass
 class Bouncer:
     port: int
@@ -149,8 +156,9 @@ def web_through_pooler(pgbouncer: Bouncer, tmp_path: Path) -> Iterator[dict[str,
         **os.environ,
         "DATABASE_URL": pgbouncer.url("fulfillment-web"),
         "DATABASE_TRANSACTION_POOLER": "1",
-        "WORKER_DATABASE_URL": database_url_for_tests()
-        + "?application_name=fulfillment-worker",
+        "WORKER_DATABASE_URL": with_query(
+            database_url_for_tests(), application_name="fulfillment-worker"
+        ),
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
         "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
