@@ -182,6 +182,7 @@ def test_schemathesis_finds_no_answer_outside_the_description(
             "--seed", "14",
             "--workers", "1",
         ],
+        cwd=tmp_path,  # its own state (.schemathesis/) stays out of the checkout
         capture_output=True,
         text=True,
         timeout=120,
