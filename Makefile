@@ -121,5 +121,10 @@ failover: $(RUNTIME)  ## Failover run: SIGKILL the primary, promote the standby,
 bench: $(RUNTIME)  ## Benchmark: webhook, latency, bursts with 1/2/4 workers, ceiling
 	$(PY) -m tools.benchmark $(BENCH_ARGS)
 
+# Not part of `make test` (the suite runs a short version); root and iproute2: hosts
+# as network namespaces of its own, one cut off mid-job; see tools/partition.py.
+partition: $(RUNTIME)  ## Workers on other hosts: a 60 s partition and a 100 ms link
+	$(PY) -m tools.partition $(PARTITION_ARGS)
+
 clean:  ## Remove .venv and caches (keeps .data/, the embedded database)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -27,7 +27,7 @@ from fulfillment.selectors.jobs import (
     stalled_jobs_count,
 )
 from fulfillment.selectors.purchases import payments_needing_attention
-from fulfillment.selectors.workers import live_workers
+from fulfillment.selectors.workers import live_workers, lost_workers
 
 
 def duration(seconds: float | None) -> str:
@@ -251,6 +251,15 @@ class WorkersModule(OpsModule):
                 f"{stalled} job(s) belong to a worker that stopped; they are "
                 "requeued automatically."
             )
+        # A host cut off or a process killed: where it ran, until its row goes.
+        self.lost = [
+            {
+                "label": worker.name or f"worker {worker.worker_id}",
+                "where": f"{worker.host}:{worker.pid}" if worker.host else "",
+                "heartbeat": duration(worker.heartbeat_age_s),
+            }
+            for worker in lost_workers()
+        ]
         stalled_after = settings.WORKER_STALLED_AFTER_SECONDS
         self.children = [
             {

@@ -125,7 +125,10 @@ EMBEDDED_DATABASE_URL = (
 # tcp_user_timeout, in libpq for the client and as session settings for the
 # server, which is the end that holds a dead client's locks); a lock wait, a
 # statement and an idle transaction are each bounded. 0 turns a limit off.
-DATABASE_DEAD_PEER_TIMEOUT_S = env_int("DATABASE_DEAD_PEER_TIMEOUT_S", 60, minimum=6)
+# 20 s: a worker cut off from the database loses its session (and the row locks
+# it held) soon enough for its job to run again elsewhere within 30 s of the cut
+# (heartbeat 2 s, stalled after 10 s, rescue every 5 s; `make partition`).
+DATABASE_DEAD_PEER_TIMEOUT_S = env_int("DATABASE_DEAD_PEER_TIMEOUT_S", 20, minimum=6)
 DATABASE_LOCK_TIMEOUT_S = env_int("DATABASE_LOCK_TIMEOUT_S", 10, minimum=0)
 DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S = env_int(
     "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S", 60, minimum=0

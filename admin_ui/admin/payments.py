@@ -59,7 +59,7 @@ class PaymentAdmin(CsvExportMixin, ReadOnlyAdmin[models.Payment]):
         ("created_at", DateRangeFilter),
     ]
     # The student of a payment that needs attention exists only in its
-    # metadata; both are searched (trigram indexes, migration 0005).
+    # metadata; both are searched (trigram indexes, migration 0010).
     search_fields = [
         "=payment_intent",
         "=purchase__id",

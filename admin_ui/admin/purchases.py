@@ -109,7 +109,7 @@ class PurchaseAdmin(CsvExportMixin, ReadOnlyAdmin[models.Purchase]):
         "trainer",
         ("created_at", DateRangeFilter),
     ]
-    # Names, email and phone use the trigram indexes of migration 0005.
+    # Names, email and phone use the trigram indexes of migration 0010.
     search_fields = [
         "=payment__payment_intent",
         "=id",

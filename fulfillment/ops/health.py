@@ -29,7 +29,7 @@ from fulfillment.selectors.purchases import (
     purchases_stuck,
     purchases_waitlisted_past_sla,
 )
-from fulfillment.selectors.workers import live_workers
+from fulfillment.selectors.workers import live_workers, lost_workers
 
 # A ready job nobody picked up for this long means no worker serves its queue.
 QUEUE_WAIT_LIMIT_S = 60.0
@@ -100,6 +100,13 @@ def check_migrations() -> Check:
 
 def check_workers() -> Check:
     workers = live_workers()
+    # Where a silent worker ran (a host cut off, a process killed), until its
+    # row is pruned: its jobs are rescued, the host still needs a look.
+    lost = [
+        f"lost: worker {w.worker_id} on {w.host or '?'}:{w.pid or '?'}, "
+        f"no heartbeat for {w.heartbeat_age_s:.0f}s"
+        for w in lost_workers()
+    ]
     if not workers:
         return Check(
             "workers",
@@ -108,6 +115,7 @@ def check_workers() -> Check:
             f"{settings.WORKER_STALLED_AFTER_SECONDS:.0f}s): start one with "
             "manage.py procrastinate worker",
             0,
+            lost,
         )
     details = [
         f"worker {w.worker_id} on {w.host or '?'}:{w.pid or '?'} "
@@ -115,9 +123,8 @@ def check_workers() -> Check:
         f" heartbeat {w.heartbeat_age_s:.0f}s ago"
         for w in workers
     ]
-    return Check(
-        "workers", CheckVerdict.OK, f"{len(workers)} alive", len(workers), details
-    )
+    summary = f"{len(workers)} alive" + (f", {len(lost)} lost" if lost else "")
+    return Check("workers", CheckVerdict.OK, summary, len(workers), details + lost)
 
 
 def check_queues_served() -> Check:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from fulfillment.web import api, webhooks
+from fulfillment.web import api, openapi, webhooks
 
 app_name = "fulfillment"
 
@@ -23,6 +23,7 @@ urlpatterns = [
         api.payment_trace,
         name="payment-trace",
     ),
+    path("api/openapi.json", openapi.openapi_document, name="openapi"),
     path("healthz", api.healthz, name="healthz"),
     path("metrics", api.metrics, name="metrics"),
 ]

@@ -159,10 +159,10 @@ EXPECTED_SESSION = {
     "lock_timeout": "10s",
     "statement_timeout": "30s",
     "idle_in_transaction_session_timeout": "1min",
-    "tcp_keepalives_idle": "30",
-    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "3",
     "tcp_keepalives_count": "3",
-    "tcp_user_timeout": "60000",
+    "tcp_user_timeout": "20000",
 }
 
 
@@ -235,14 +235,14 @@ def test_the_worker_pool_and_its_listener_detect_dead_peers_and_bound_waits() ->
     pool_kwargs, pooled, listener = asyncio.run(probe())
 
     assert pool_kwargs["keepalives"] == 1
-    assert pool_kwargs["tcp_user_timeout"] == 60_000
+    assert pool_kwargs["tcp_user_timeout"] == 20_000
     assert pool_kwargs["application_name"] == "fulfillment-worker"
     client = {
         "keepalives": "1",
-        "keepalives_idle": "30",
-        "keepalives_interval": "10",
+        "keepalives_idle": "10",
+        "keepalives_interval": "3",
         "keepalives_count": "3",
-        "tcp_user_timeout": "60000",
+        "tcp_user_timeout": "20000",
     }
     # The tests run the in-process pool under pytest, so the web's 30 s applies.
     expected = expected_server(str(connection.settings_dict["HOST"] or ""))
