@@ -1,5 +1,5 @@
 """Indexes that keep every ``/metrics`` query off a sequential scan of the tables
-that grow with traffic (fulfillment/ops/metrics.py; tests/test_metrics_cost.py).
+that grow with traffic (fulfillment/ops/metrics.py; tests/db/test_metrics_cost.py).
 
 Raw SQL rather than ``Meta.indexes``: two are on procrastinate's tables, which
 have no model of ours, and the others serve only these reads. Built

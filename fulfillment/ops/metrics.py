@@ -3,7 +3,7 @@
 Nothing is counted in process memory, so every web process tells the same truth
 and a restart loses nothing. A scrape must stay cheap as tables grow: every
 query below is answered from an index (migration 0007_metrics_indexes): counts
-index-only, latencies from a range on the last hour; tests/test_metrics_cost.py
+index-only, latencies from a range on the last hour; tests/db/test_metrics_cost.py
 EXPLAINs each against 20 000 rows. A query added here needs its index there.
 """
 
