@@ -25,12 +25,11 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WIDE, PHONE = 1440, 390
-# The page's content (modules, lists, forms, search results). The header's
-# user tools and admin_tools menu are not held to it yet: see the report.
+# Everything shown: the header (user tools, admin_tools menu) and the content.
 WIDEST = """Math.max(0,
-  ...[...document.querySelectorAll('#content *')].filter(e => e.offsetParent !== null)
+  ...[...document.querySelectorAll('body *')].filter(e => e.offsetParent !== null)
      .map(e => e.getBoundingClientRect().right)) - window.innerWidth"""
-OFFENDERS = """[...document.querySelectorAll('#content *')]
+OFFENDERS = """[...document.querySelectorAll('body *')]
   .filter(e => e.offsetParent !== null
      && e.getBoundingClientRect().right > window.innerWidth + 1)
   .slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
