@@ -63,16 +63,25 @@ CONTRACT_VARIABLES = frozenset(
 # Every variable the settings read: a name set in the compose file or .env.example
 # must be one of these, so a typo fails here instead of being silently ignored.
 # test_known_variables_are_read_by_the_settings keeps this list honest.
-SETTINGS_VARIABLES = CONTRACT_VARIABLES | {
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-    "WORKER_CONCURRENCY",
-    "WAITLIST_SLA_HOURS",
-    "DJANGO_SECURE_COOKIES",
-    "DJANGO_STATIC_ROOT",
-    "DATABASE_TRANSACTION_POOLER",
-    "WORKER_DATABASE_URL",
-}
+
+
+def _variables_the_settings_read() -> frozenset[str]:
+    """Every NAME in an ``env_*("NAME", …)`` call of kcproject/settings.py: the
+    settings read the environment only through kcproject/env.py's readers."""
+    tree = ast.parse((ROOT / "kcproject" / "settings.py").read_text())
+    return frozenset(
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id.startswith("env_")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
+
+
+SETTINGS_VARIABLES = CONTRACT_VARIABLES | _variables_the_settings_read()
 # Secrets compose must be given: the settings' three, and the database password.
 COMPOSE_SECRETS = (
     "DJANGO_SECRET_KEY",
