@@ -10,9 +10,9 @@ and of refunds of charges made without a PaymentIntent (not ours: ignored).
 Deliveries without an answer or with a 5xx are retried with backoff.
 Meanwhile a random worker is SIGKILLed every K seconds and replaced,
 PostgreSQL is restarted once halfway, and a session holds the busiest
-trainer's row locked for 60 s from a quarter of the way in (as a worker cut off
-mid-allocation would): allocations must go on meanwhile and ``doctor`` must name
-the holder. When the queue has drained it checks:
+trainer's row locked for 60 s (FOR NO KEY UPDATE, as a worker cut off
+mid-allocation would; from just after the restart): allocations must go on
+meanwhile, and ``doctor`` must name the holder. When the queue has drained it checks:
 
 - every payment Stripe would have delivered has exactly one purchase (lost, double);
 - every purchase is allocated (one active allocation, a reservation per session,
@@ -299,7 +299,9 @@ def hold_trainer_lock(
         try:
             with conn.transaction():
                 conn.execute(
-                    "SELECT 1 FROM fulfillment_trainer WHERE id = %s FOR UPDATE",
+                    # The lock a worker cut off mid-allocation (or an admin
+                    # mid-edit) holds on a trainer: FOR NO KEY UPDATE.
+                    "SELECT 1 FROM fulfillment_trainer WHERE id = %s FOR NO KEY UPDATE",
                     [hold.trainer_id],
                 )
                 began, began_wall = (
@@ -814,7 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "stk": stk,
                 "chaos": chaos,
                 "seconds": args.lock_trainer_for,
-                "at": start + duration / 4,
+                # After the restart (which would end the holder's session), or
+                # a quarter of the way in when there is none.
+                "at": start + (duration / 2 + 5 if restart else duration / 4),
                 # Its own event: the hold lasts its time even past the sending.
                 "stop": lock_stop,
             },

@@ -60,7 +60,10 @@ class ScheduleForm(forms.Form):
     time_slot = forms.TimeField(
         label="Time", widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
     )
-    start_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    # A date input shows and sends only ISO dates; any other format it drops.
+    start_date = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
     delivery_mode = forms.ChoiceField(choices=DeliveryMode.choices())
     reason = _reason_field()
 

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 
+from fulfillment.models import Purchase, TutoringSession
 from fulfillment.testing import stripe_events
 from tests import helpers
 from tests.helpers import WorkerProcess, ensure_groups, wait_until
@@ -76,7 +78,11 @@ def test_a_day_in_the_console(
 
     base = live_server.url
     chess = helpers.course(title="Chess")
-    helpers.trainer(courses=[chess], name="Asha Rao")
+    asha = helpers.trainer(courses=[chess], name="Asha Rao")
+    # Further away: Rohan gets Asha first, and Vikram when she leaves.
+    vikram = helpers.trainer(
+        courses=[chess], name="Vikram Iyer", longitude=helpers.HOME[1] + 0.05
+    )
     rohan = helpers.buy(
         signed_post,
         chess,
@@ -145,14 +151,54 @@ def test_a_day_in_the_console(
     assert rows[0]["phone"] == "+919845012345"
     shoot(page, artifacts, "6-purchases-filtered")
 
-    # 6. The dashboard updates by itself when a payment arrives ...
+    # 6. Rohan's parent asks for 5 PM instead of 4 PM: the schedule changes,
+    # the trainer is checked against it, and the sessions follow.
+    assert Purchase.objects.get(pk=rohan.pk).trainer_id == asha.pk
+    page.goto(f"{base}/admin/fulfillment/purchase/{rohan.pk}/change/fix/")
+    schedule = page.locator('form[data-action="schedule"]')
+    schedule.locator('input[name="schedule-time_slot"]').fill("17:00")
+    schedule.locator('input[name="schedule-reason"]').fill("parent asked on the phone")
+    schedule.locator('input[type="submit"]').click()
+    page.wait_for_load_state()
+    expect(page.locator(".messagelist")).to_be_visible()
+
+    def sessions_at_five() -> bool:
+        purchase = Purchase.objects.get(pk=rohan.pk)
+        upcoming = TutoringSession.objects.filter(purchase=purchase, status="scheduled")
+        return (
+            purchase.status == "allocated"
+            and purchase.time_slot.hour == 17
+            and upcoming.exists()
+            and all(timezone.localtime(s.starts_at).hour == 17 for s in upcoming)
+        )
+
+    wait_until(sessions_at_five, timeout=30, what="the sessions to move to 5 PM")
+    shoot(page, artifacts, "7-slot-changed")
+
+    # 7. Asha leaves: deactivated in the console, her student moves to Vikram.
+    page.goto(f"{base}/admin/fulfillment/trainer/{asha.pk}/change/")
+    page.locator("#id_is_active").uncheck()
+    page.locator('input[name="_save"]').click()
+    expect(page.locator(".messagelist")).to_contain_text("Asha Rao")
+    wait_until(
+        lambda: Purchase.objects.filter(
+            pk=rohan.pk, status="allocated", trainer=vikram
+        ).exists(),
+        timeout=30,
+        what="Rohan to be reallocated to Vikram",
+    )
+    page.goto(f"{base}/admin/fulfillment/purchase/{rohan.pk}/change/")
+    expect(page.locator("body")).to_contain_text("Vikram Iyer")
+    shoot(page, artifacts, "8-trainer-deactivated")
+
+    # 8. The dashboard updates by itself when a payment arrives ...
     page.goto(f"{base}/admin/")
     page.evaluate("window.__notReloaded = true")
     helpers.buy(signed_post, robotics, student_name="Zoya New", time_slot="10:00")
     pending = page.locator(".dashboard-module", has_text="Pending allocations")
     expect(pending).to_contain_text("Zoya New", timeout=15_000)
     assert page.evaluate("window.__notReloaded === true")
-    shoot(page, artifacts, "7-payment-arrived")
+    shoot(page, artifacts, "9-payment-arrived")
 
     # ... and when the worker stops: an alarm in red at the top.
     worker.stop()
@@ -160,9 +206,9 @@ def test_a_day_in_the_console(
         "No worker is alive", timeout=30_000
     )
     assert page.evaluate("window.__notReloaded === true")
-    shoot(page, artifacts, "8-worker-stopped")
+    shoot(page, artifacts, "10-worker-stopped")
 
-    # 7. As Support every change is refused.
+    # 9. As Support every change is refused.
     page.context.clear_cookies()
     log_in(page, base, "sam")
     expect(page.locator(".ops-alarms")).to_contain_text("No worker is alive")
@@ -181,4 +227,4 @@ def test_a_day_in_the_console(
     page.goto(f"{base}/admin/fulfillment/purchase/{rohan.pk}/assign-trainer/")
     expect(page.locator(".ops-forbidden")).to_contain_text("You may not do that")
     expect(page.get_by_role("link", name="Go to the dashboard")).to_be_visible()
-    shoot(page, artifacts, "9-support-refused")
+    shoot(page, artifacts, "11-support-refused")
