@@ -18,7 +18,7 @@ import logging
 import uuid
 
 import psycopg.errors
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -254,10 +254,20 @@ def waitlist_retry_soon() -> None:
     """Something changed that may let waitlisted purchases fit (the catalogue, a
     trainer's capacity): mark every one untried and defer a sweep (coalesced
     with one already waiting). In the caller's transaction; one statement over
-    the waitlist's index."""
-    Purchase.objects.filter(
-        status=Purchase.Status.WAITLISTED, waitlist_checked_at__isnull=False
-    ).update(waitlist_checked_at=None)
+    the waitlist's index.
+
+    It never waits for a row: concurrent changes (two refunds at once) would
+    otherwise lock the waitlist in different orders and deadlock. A purchase
+    locked meanwhile is being retried or marked by someone else already.
+    """
+    table = Purchase._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET waitlist_checked_at = NULL WHERE id IN ("  # noqa: S608
+            f"SELECT id FROM {table} WHERE status = %s "
+            "AND waitlist_checked_at IS NOT NULL FOR UPDATE SKIP LOCKED)",
+            [Purchase.Status.WAITLISTED],
+        )
     queue.defer(names.REALLOCATE_WAITLIST)
 
 

@@ -6,11 +6,14 @@ on a real worker."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -130,3 +133,30 @@ def test_the_refund_healer_leaves_no_stale_learnings(
     fresh = Client().get(url, headers=API).json()
     assert fresh["learnings"][0]["status"] == "refunded"
     assert fresh["learnings"][0]["next_sessions"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_marking_the_waitlist_untried_never_waits_for_a_locked_purchase() -> None:
+    """Two refunds at once each mark the waitlist untried: waiting for rows the
+    other holds would deadlock them (chaos found it). A row another session
+    holds is left to it."""
+    course = helpers.course()
+    held, other = (
+        waitlisted(course, start_date=in_weeks(1), time_slot="4:00 PM")
+        for _ in range(2)
+    )
+    Purchase.objects.update(waitlist_checked_at=timezone.now())
+    with psycopg.connect(helpers.database_url_for_tests(), autocommit=False) as lock:
+        lock.execute(
+            "SELECT 1 FROM fulfillment_purchase WHERE id = %s FOR UPDATE", [held.pk]
+        )
+        began = time.monotonic()
+        with transaction.atomic():
+            allocation.waitlist_retry_soon()
+        took = time.monotonic() - began
+        lock.rollback()
+
+    assert took < 2  # lock_timeout would make a wait last 10 s
+    checked = dict(Purchase.objects.values_list("pk", "waitlist_checked_at"))
+    assert checked[other.pk] is None and checked[held.pk] is not None
+    assert len(jobs("reallocate_waitlist", status="todo")) == 1
