@@ -13,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 # (started if needed, and stopped afterwards if it was started for this command).
 WITH_DB := $(PY) -m tools.devdb exec --
 
-.PHONY: help run test test-fast lint typecheck suite browser-deps pooler-deps format worker manage chaos failover bench clean
+.PHONY: help run test test-fast lint typecheck suite browser-deps pooler-deps format worker manage chaos failover partition bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
