@@ -425,8 +425,13 @@ class Bench:
                     "allocate_mean_ms": round(sum(wall) / len(wall), 2),
                     "selector_ms_per_allocation": round(sum(selector) / len(wall), 2),
                     "seed_s": round(seed_s, 1),
+                    "slowest_statement_plan": output.get("slowest_statement_plan", ""),
                 }
-                print(f"bench: curve {point}", flush=True)
+                print(
+                    "bench: curve",
+                    {k: v for k, v in point.items() if k != "slowest_statement_plan"},
+                    flush=True,
+                )
                 points.append(point)
         with self.stk.database.connect() as conn:
             conn.execute("DROP TABLE bench_seed_allocation, bench_source_trainer")
