@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import http.client
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ from tools import stack
 from tools.stack import Database, Delivery, Sender, Stack, percentile
 
 RESULTS = stack.ROOT / "tools" / "bench" / "results"
+LEARNINGS_READS = 100  # students whose learnings each burst reads back
 CURVE_SEED_PURCHASES = 40  # each holds up to 32,767 seeded reservations
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
 # A job the burst caused: every job of the emptied database but the clock's
@@ -241,6 +243,7 @@ class Bench:
             self._wait_every_job_done(timeout=600)
         cpu_after, sender_after = self._cpu(postmaster), stack.own_cpu_seconds()
         self.stop_workers()
+        learnings = self._learnings_reads(deliveries)
         with self.stk.database.connect() as conn:
             row = conn.execute(
                 f"""
@@ -281,6 +284,7 @@ class Bench:
             "commits_per_purchase": round(counters["commits"] / count, 1),
             "cpu_ms_per_purchase": round(sum(cpu_ms.values()), 2),
             "cpu_ms_per_purchase_by_group": cpu_ms,
+            "learnings_read": learnings,
             "sender_cpu_ms_per_purchase": round(
                 (sender_after - sender_before) * 1000 / count, 2
             ),
@@ -288,6 +292,35 @@ class Bench:
         if "statements" in counters:
             result["statements_per_purchase"] = round(counters["statements"] / count, 1)
         return result
+
+    def _learnings_reads(self, deliveries: list[Delivery]) -> dict[str, float]:
+        """The API's learnings of some students of the burst, read twice: the
+        first read finds whatever the pipeline left in the cache (a miss if no
+        refresh warmed it), the second a hit."""
+        students = sorted(
+            {str((d.event or {})["data"]["object"]["metadata"]["student_id"])
+             for d in deliveries}
+        )[:LEARNINGS_READS]  # fmt: skip
+        times: dict[str, list[float]] = {"first": [], "second": []}
+        headers = {"Authorization": f"Bearer {self.stk.api_token}"}
+        for read in ("first", "second"):
+            for student in students:
+                conn = http.client.HTTPConnection(stack.HOST, self.stk.port, timeout=10)
+                began = time.monotonic()
+                conn.request(
+                    "GET", f"/api/students/{student}/learnings", headers=headers
+                )
+                response = conn.getresponse()
+                response.read()
+                times[read].append((time.monotonic() - began) * 1000)
+                conn.close()
+                if response.status != 200:
+                    raise RuntimeError(f"learnings answered {response.status}")
+        return {
+            f"{read}_{name}_ms": round(percentile(values, fraction), 1)
+            for read, values in times.items()
+            for name, fraction in (("p50", 0.5), ("p99", 0.99))
+        }
 
     def _cpu(self, postmaster: int | None) -> dict[str, float]:
         return stack.cpu_seconds(
@@ -442,6 +475,7 @@ class Bench:
         with self.stk.database.connect() as conn:
             conn.execute(
                 """
+                TRUNCATE fulfillment_reservation;
                 DELETE FROM fulfillment_trainer_courses
                 WHERE trainer_id NOT IN (SELECT id FROM bench_source_trainer);
                 DELETE FROM fulfillment_trainer
@@ -693,6 +727,11 @@ def _report(results: dict[str, Any]) -> None:
                  reference["sender_cpu_ms_per_purchase"]))  # fmt: skip
     rows.append(("jobs per purchase (burst)",
                  round(reference["jobs"] / reference["payments"], 2)))  # fmt: skip
+    read = reference["learnings_read"]
+    rows.append(("learnings API after the burst: first / second read p50 ms",
+                 f"{read['first_p50_ms']} / {read['second_p50_ms']}"))  # fmt: skip
+    rows.append(("learnings API after the burst: first / second read p99 ms",
+                 f"{read['first_p99_ms']} / {read['second_p99_ms']}"))  # fmt: skip
     rows.append(("commits per purchase (burst)", reference["commits_per_purchase"]))
     if "statements_per_purchase" in reference:
         rows.append(("SQL statements per purchase (burst)",
