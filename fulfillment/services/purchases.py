@@ -561,13 +561,30 @@ def purchase_refund(
 def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool]:
     """The payment of ``candidate.payment_intent``, inserted unless it exists.
 
-    ``INSERT ... ON CONFLICT DO NOTHING`` then a read: two statements and no
-    savepoint (``get_or_create`` takes four). A concurrent delivery of the same
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a new payment is the
+    candidate itself, not read back (its event JSON included); only a
+    duplicate reads the stored row. A concurrent delivery of the same
     PaymentIntent waits on the unique index and then finds the winner's row.
     """
-    Payment.objects.bulk_create([candidate], ignore_conflicts=True)
-    payment = Payment.objects.get(payment_intent=candidate.payment_intent)
-    return payment, payment.pk == candidate.pk
+    fields = Payment._meta.concrete_fields
+    values = [
+        field.get_db_prep_save(field.pre_save(candidate, add=True), connection)
+        for field in fields
+    ]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Payment._meta.db_table} ({columns}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(fields))}) "
+            "ON CONFLICT (payment_intent) DO NOTHING RETURNING id",
+            values,
+        )
+        inserted = cursor.fetchone()
+    if inserted is not None:
+        candidate._state.adding = False
+        candidate._state.db = connection.alias
+        return candidate, True
+    return Payment.objects.get(payment_intent=candidate.payment_intent), False
 
 
 def _student_upsert(request: PurchaseRequest) -> uuid.UUID:
