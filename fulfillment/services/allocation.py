@@ -238,6 +238,26 @@ SELECT (SELECT count(*) FROM allocation), (SELECT count(*) FROM reserved)
 """
 
 
+_ALLOCATED_SQL = """
+WITH purchase AS (
+    UPDATE fulfillment_purchase
+    SET status = 'allocated', status_reason = %(reason)s, trainer_id = %(trainer)s,
+        allocated_at = %(now)s, updated_at = %(updated_at)s
+    WHERE id = %(purchase)s
+    RETURNING payment_id, student_id
+), trace AS (
+    INSERT INTO fulfillment_traceevent
+        (payment_id, purchase_id, kind, actor, from_status, to_status, message,
+         created_at)
+    SELECT payment_id, %(purchase)s, 'state_change', %(actor)s, %(from_status)s,
+           'allocated', %(reason)s, now()
+    FROM purchase
+)
+UPDATE fulfillment_student SET learnings_version = learnings_version + 1
+WHERE id = (SELECT student_id FROM purchase)
+"""
+
+
 def allocation_complete(
     *, purchase: Purchase, actor: str, now: dt.datetime, verdict: fit.Verdict
 ) -> Purchase:
@@ -251,14 +271,46 @@ def allocation_complete(
         if verdict.distance_km is not None
         else ""
     )
-    # The sessions stage, deferred here, invalidates again and refreshes.
-    with cache.next_stage_refreshes():
-        purchase_transition(
-            purchase=purchase,
-            to_status=Purchase.Status.ALLOCATED,
-            reason=f"Allocated to {verdict.trainer.name}{distance}.",
-            actor=actor,
-            update_fields=("trainer", "allocated_at"),
+    reason = f"Allocated to {verdict.trainer.name}{distance}."
+    from_status = purchase.status
+    if from_status == Purchase.Status.ALLOCATED:
+        # A re-assignment: the shared transition decides what changes.
+        with cache.next_stage_refreshes():
+            purchase_transition(
+                purchase=purchase,
+                to_status=Purchase.Status.ALLOCATED,
+                reason=reason,
+                actor=actor,
+                update_fields=("trainer", "allocated_at"),
+            )
+    else:
+        # ``purchase_transition`` in one statement: the purchase, its trace row
+        # and the student's learnings version (no refresh: the sessions stage
+        # deferred below changes the learnings again).
+        purchase.status = Purchase.Status.ALLOCATED
+        purchase.status_reason = reason
+        purchase.updated_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ALLOCATED_SQL,
+                {
+                    "purchase": purchase.pk,
+                    "reason": reason,
+                    "trainer": purchase.trainer_id,
+                    "now": now,
+                    "updated_at": purchase.updated_at,
+                    "actor": actor,
+                    "from_status": from_status,
+                },
+            )
+        logger.info(
+            "purchase status changed",
+            extra={
+                "purchase_id": str(purchase.pk),
+                "from_status": from_status,
+                "to_status": str(Purchase.Status.ALLOCATED),
+                "actor": actor,
+            },
         )
     queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(purchase.pk))
     logger.info(
