@@ -232,6 +232,8 @@ class Bench:
         counters: dict[str, float] = {}
         with self.stk.database.connect() as conn:
             postmaster = stack.postmaster_pid(conn)
+            if self.statements:
+                conn.execute("SELECT pg_stat_statements_reset()")
         cpu_before, sender_before = self._cpu(postmaster), stack.own_cpu_seconds()
         with self.counting(counters):
             with Sender(
@@ -291,7 +293,31 @@ class Bench:
         }
         if "statements" in counters:
             result["statements_per_purchase"] = round(counters["statements"] / count, 1)
+            result["top_statements"] = self._top_statements(count)
         return result
+
+    def _top_statements(self, purchases: int) -> list[dict[str, Any]]:
+        """Where PostgreSQL spent the burst: the statements of most execution
+        time, per purchase (pg_stat_statements was reset as the burst began)."""
+        with self.stk.database.connect() as conn:
+            rows = conn.execute(
+                """
+                SELECT total_exec_time, calls, left(regexp_replace(query,
+                       '\\s+', ' ', 'g'), 160)
+                FROM pg_stat_statements
+                WHERE dbid = (SELECT oid FROM pg_database
+                              WHERE datname = current_database())
+                ORDER BY total_exec_time DESC LIMIT 12
+                """
+            ).fetchall()
+        return [
+            {
+                "exec_ms_per_purchase": round(total / purchases, 3),
+                "calls_per_purchase": round(calls / purchases, 2),
+                "query": query,
+            }
+            for total, calls, query in rows
+        ]
 
     def _learnings_reads(self, deliveries: list[Delivery]) -> dict[str, float]:
         """The API's learnings of some students of the burst, read twice: the
@@ -521,24 +547,32 @@ class Bench:
             conn.execute(
                 """
                 WITH trainer AS (
-                    SELECT id, row_number() OVER (ORDER BY id) - 1 AS number,
-                           count(*) OVER () AS trainers
+                    SELECT id, row_number() OVER (ORDER BY id) - 1 AS number
                     FROM fulfillment_trainer
-                ), seeds AS (SELECT count(*) AS n FROM bench_seed_allocation)
+                ), sizes AS (
+                    SELECT (SELECT count(*) FROM fulfillment_trainer) AS trainers,
+                           (SELECT count(*) FROM bench_seed_allocation) AS seeds
+                ), slot AS (
+                    -- Reservation k: the (k / trainers)-th of trainer k mod trainers
+                    -- (both sides of each join hashable: no nested loop).
+                    SELECT k, k %% sizes.trainers AS trainer_number,
+                           k %% sizes.seeds AS seed_number,
+                           k / sizes.seeds + 1 AS sequence,
+                           date_trunc('day', now())
+                           + (k / sizes.trainers) * interval '1 hour'
+                             * greatest(1, floor(17520.0 * sizes.trainers
+                                                 / %(total)s))
+                           + (k %% sizes.trainers %% 7) * interval '5 minutes'
+                             AS start
+                    FROM generate_series(0, %(total)s - 1) k CROSS JOIN sizes
+                )
                 INSERT INTO fulfillment_reservation
                     (trainer_id, allocation_id, sequence, during)
-                SELECT t.id, a.id, k / seeds.n + 1,
-                       tstzrange(start, start + interval '1 hour', '[)')
-                FROM generate_series(0, %(total)s - 1) k
-                CROSS JOIN seeds
-                JOIN bench_seed_allocation a ON a.number = k %% seeds.n
-                JOIN trainer t ON t.number = k %% t.trainers
-                CROSS JOIN LATERAL (
-                    SELECT date_trunc('day', now())
-                           + (k / t.trainers) * interval '1 hour'
-                             * greatest(1, floor(17520.0 * t.trainers / %(total)s))
-                           + (t.number %% 7) * interval '5 minutes' AS start
-                ) s
+                SELECT t.id, a.id, slot.sequence,
+                       tstzrange(slot.start, slot.start + interval '1 hour', '[)')
+                FROM slot
+                JOIN bench_seed_allocation a ON a.number = slot.seed_number
+                JOIN trainer t ON t.number = slot.trainer_number
                 """,
                 {"total": total},
             )

@@ -202,44 +202,54 @@ def trainer_verdicts(
 # trainer is almost always the first; the rest cover a few taken meanwhile.
 CANDIDATES = 5
 
-# The candidate query of automatic allocation. Each trainer's overlap probe
-# (``r.trainer_id = t.id AND r.during && schedule``) is an index scan of the
-# exclusion constraint's GiST index on (trainer_id, during), and the active
-# allocations a count over the (trainer, status) index, so its cost follows
-# the trainers of the course, not the size of the reservations table.
+# The candidate query of automatic allocation. The cheap rules (course,
+# activity, capacity, days and hours, distance) rank every trainer who may fit;
+# the overlap probe then runs on that ranked list, one trainer at a time, only
+# until ``limit`` pass. Each probe (``r.trainer_id = … AND r.during && …``) is
+# an index scan of the exclusion constraint's GiST index on (trainer_id,
+# during). Written as a scalar subquery, the probe cannot become a hash anti
+# join, which scans that index by time alone: every trainer's reservations in
+# the schedule's weeks, a cost that grows with the business (#15).
 _CANDIDATES_SQL = """
-SELECT t.id, t.name, t.latitude, t.longitude, t.max_travel_km,
-       t.max_active_students, t.weekdays, t.work_start, t.work_end,
-       load.active,
+SELECT ranked.id, ranked.name, ranked.latitude, ranked.longitude,
+       ranked.max_travel_km, ranked.max_active_students, ranked.weekdays,
+       ranked.work_start, ranked.work_end, ranked.active,
        EXISTS (SELECT FROM fulfillment_trainerallocation released
-               WHERE released.trainer_id = t.id
+               WHERE released.trainer_id = ranked.id
                  AND released.purchase_id = %(purchase)s
                  AND released.status = 'released'
                  AND released.released_by <> ''),
        ARRAY(SELECT l.starts_on FROM fulfillment_trainerleave l
-             WHERE l.trainer_id = t.id AND l.starts_on <= %(last_day)s
+             WHERE l.trainer_id = ranked.id AND l.starts_on <= %(last_day)s
                AND l.ends_on >= %(first_day)s ORDER BY l.starts_on),
        ARRAY(SELECT l.ends_on FROM fulfillment_trainerleave l
-             WHERE l.trainer_id = t.id AND l.starts_on <= %(last_day)s
+             WHERE l.trainer_id = ranked.id AND l.starts_on <= %(last_day)s
                AND l.ends_on >= %(first_day)s ORDER BY l.starts_on)
-FROM fulfillment_trainer t
-JOIN fulfillment_trainer_courses tc
-  ON tc.trainer_id = t.id AND tc.course_id = %(course)s
-CROSS JOIN LATERAL (
-    SELECT count(*) AS active FROM fulfillment_trainerallocation a
-    WHERE a.trainer_id = t.id AND a.status = 'active'
-) load
-CROSS JOIN LATERAL (SELECT {distance} AS km) distance
-WHERE t.is_active
-  AND load.active < t.max_active_students
-  AND t.weekdays @> %(weekdays)s::smallint[]
-  AND t.work_start <= %(work_start)s AND t.work_end >= %(work_end)s
-  AND {near}
-  AND NOT EXISTS (
-      SELECT FROM fulfillment_reservation r
-      WHERE r.trainer_id = t.id AND r.during && %(schedule)s
-  )
-ORDER BY {order} load.active, t.id
+FROM (
+    SELECT t.id, t.name, t.latitude, t.longitude, t.max_travel_km,
+           t.max_active_students, t.weekdays, t.work_start, t.work_end,
+           load.active, distance.km
+    FROM fulfillment_trainer t
+    JOIN fulfillment_trainer_courses tc
+      ON tc.trainer_id = t.id AND tc.course_id = %(course)s
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS active FROM fulfillment_trainerallocation a
+        WHERE a.trainer_id = t.id AND a.status = 'active'
+    ) load
+    CROSS JOIN LATERAL (SELECT {distance} AS km) distance
+    WHERE t.is_active
+      AND load.active < t.max_active_students
+      AND t.weekdays @> %(weekdays)s::smallint[]
+      AND t.work_start <= %(work_start)s AND t.work_end >= %(work_end)s
+      AND {near}
+    ORDER BY {order} load.active, t.id
+    OFFSET 0
+) ranked
+WHERE NOT (SELECT EXISTS (
+    SELECT FROM fulfillment_reservation r
+    WHERE r.trainer_id = ranked.id AND r.during && %(schedule)s
+))
+ORDER BY {outer_order} ranked.active, ranked.id
 LIMIT %(limit)s
 """
 
@@ -303,9 +313,12 @@ def trainer_candidates(
             distance=_DISTANCE_SQL,
             near="distance.km <= t.max_travel_km + %(slack)s",
             order="distance.km,",
+            outer_order="ranked.km,",
         )
     else:
-        sql = _CANDIDATES_SQL.format(distance="NULL", near="true", order="")
+        sql = _CANDIDATES_SQL.format(
+            distance="NULL", near="true", order="", outer_order=""
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
