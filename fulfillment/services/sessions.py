@@ -53,12 +53,10 @@ def sessions_materialise(
             _MATERIALISE_SQL,
             {"purchase": purchase_id, "now": now, "window": SESSION_WINDOW},
         )
-        # A SELECT of aggregates without FROM: always exactly one row.
-        allocation_id, trainer_id, completed, future, any_left, rows = (
-            cursor.fetchone() or (None,) * 6
-        )
-        if allocation_id is None:
+        row = cursor.fetchone()
+        if row is None or row[0] is None:  # no active allocation
             return []
+        allocation_id, trainer_id, completed, future, any_left, rows = row
         created = sorted(
             (
                 TutoringSession(

@@ -71,9 +71,10 @@ def test_each_stage_stays_within_its_statement_budget(signed_post: SignedPost) -
     # new payment not read back, the purchase and its trace row in one
     # statement; the ranked candidate query, one statement for the allocation
     # and its reservations, one for the state change, trace and version; one
-    # for the sessions window; the learnings table read and upserted directly). Before: 12, 14, 11, 9; before that 17, 16,
-    # 15, 9. The webhook's 12 include the PaymentIntent's advisory lock and the
-    # read of a refund that came first (#12).
+    # for the sessions window; the learnings table read and upserted directly).
+    # Before: 12, 14, 11, 4; before that 17, 16, 15, 9. The webhook's count
+    # includes the PaymentIntent's advisory lock and the read of a refund that
+    # came first (#12).
     assert counts["webhook"] <= 10, counts
     assert counts["allocate"] <= 10, counts
     assert counts["materialise"] <= 5, counts
