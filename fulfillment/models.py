@@ -386,7 +386,18 @@ class TrainerAllocation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["trainer", "status"])]
+        indexes = [
+            models.Index(fields=["trainer", "status"]),
+            # Allocation's capacity count per candidate trainer: an index scan
+            # of that trainer's active allocations, whatever the planner
+            # believes about the table (#15: it chose the partial unique index
+            # below and filtered every active allocation, per trainer).
+            models.Index(
+                name="allocation_active_by_trainer",
+                fields=["trainer"],
+                condition=Q(status="active"),
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 name="one_active_allocation_per_purchase",

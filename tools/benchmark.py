@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import http.client
 import json
 import os
 import platform
@@ -42,10 +43,18 @@ from typing import Any
 
 from fulfillment.testing import stripe_events
 from tools import stack
-from tools.stack import PIPELINE_TASKS, Database, Delivery, Sender, Stack, percentile
+from tools.stack import Database, Delivery, Sender, Stack, percentile
 
 RESULTS = stack.ROOT / "tools" / "bench" / "results"
+LEARNINGS_READS = 100  # students whose learnings each burst reads back
+CURVE_SEED_PURCHASES = 40  # each holds up to 32,767 seeded reservations
 CHAIN_STAGES = 4  # record, allocate, schedule, refresh
+# A job the burst caused: every job of the emptied database but the clock's
+# periodic ones (and the ceiling's no-op chains, on a queue of their own).
+BURST_JOB = (
+    "j.queue_name <> 'bench' AND NOT EXISTS (SELECT FROM "
+    "procrastinate_periodic_defers d WHERE d.job_id = j.id)"
+)
 APP_TABLES = [
     "fulfillment_tutoringsession",
     "fulfillment_reservation",
@@ -58,6 +67,7 @@ APP_TABLES = [
     "fulfillment_jobfailure",
     "fulfillment_webhookoutcomecount",
     "fulfillment_cache",
+    "fulfillment_cachedlearnings",
     "procrastinate_events",
     "procrastinate_periodic_defers",
     "procrastinate_jobs",
@@ -220,6 +230,11 @@ class Bench:
         count = self.args.burst
         deliveries = [self.payment() for _ in range(count)]
         counters: dict[str, float] = {}
+        with self.stk.database.connect() as conn:
+            postmaster = stack.postmaster_pid(conn)
+            if self.statements:
+                conn.execute("SELECT pg_stat_statements_reset()")
+        cpu_before, sender_before = self._cpu(postmaster), stack.own_cpu_seconds()
         with self.counting(counters):
             with Sender(
                 port=self.stk.port, secret=self.stk.webhook_secret, threads=16
@@ -227,48 +242,137 @@ class Bench:
                 for delivery in deliveries:
                     sender.submit(delivery)
                 sender.wait_idle(300)
-            self._wait_drained(timeout=600)
+            self._wait_every_job_done(timeout=600)
+        cpu_after, sender_after = self._cpu(postmaster), stack.own_cpu_seconds()
         self.stop_workers()
+        learnings = self._learnings_reads(deliveries)
         with self.stk.database.connect() as conn:
             row = conn.execute(
-                """
+                f"""
                 SELECT extract(epoch FROM
                          (SELECT max(e.at) FROM procrastinate_events e
                           JOIN procrastinate_jobs j ON j.id = e.job_id
-                          WHERE e.type = 'succeeded'
-                            AND split_part(j.task_name, '.', -1) = ANY(%s))
+                          WHERE e.type IN ('succeeded', 'failed', 'cancelled',
+                                           'aborted')
+                            AND {BURST_JOB})
                          - (SELECT min(created_at) FROM fulfillment_payment)),
                        (SELECT count(*) FROM fulfillment_purchase
                         WHERE status = 'allocated'),
                        (SELECT count(*) FROM fulfillment_purchase
-                        WHERE status = 'waitlisted')
-                """,
-                [list(PIPELINE_TASKS)],
+                        WHERE status = 'waitlisted'),
+                       (SELECT count(*) FROM procrastinate_jobs j
+                        WHERE {BURST_JOB}),
+                       (SELECT count(*) FROM procrastinate_jobs j
+                        WHERE j.status <> 'succeeded' AND {BURST_JOB})
+                """  # noqa: S608 (BURST_JOB is a constant)
             ).fetchone()
         if row is None or row[0] is None:
             raise RuntimeError("no pipeline job succeeded")
-        seconds, allocated, waitlisted = float(row[0]), row[1], row[2]
+        seconds = float(row[0])
+        allocated, waitlisted, jobs, unsuccessful = (int(v) for v in row[1:])
+        cpu_ms = {
+            group: round((cpu_after[group] - cpu_before[group]) * 1000 / count, 2)
+            for group in cpu_after
+        }
         result = {
             "worker_processes": processes,
             "payments": count,
             "allocated": allocated,
             "waitlisted": waitlisted,
+            "jobs": jobs,
+            "jobs_not_succeeded": unsuccessful,
             "seconds": round(seconds, 2),
             "fulfilled_per_s": round(count / seconds, 1),
             "commits_per_purchase": round(counters["commits"] / count, 1),
+            "cpu_ms_per_purchase": round(sum(cpu_ms.values()), 2),
+            "cpu_ms_per_purchase_by_group": cpu_ms,
+            "learnings_read": learnings,
+            "sender_cpu_ms_per_purchase": round(
+                (sender_after - sender_before) * 1000 / count, 2
+            ),
         }
         if "statements" in counters:
             result["statements_per_purchase"] = round(counters["statements"] / count, 1)
+            result["top_statements"] = self._top_statements(count)
         return result
 
-    def _wait_drained(self, *, timeout: float) -> None:
+    def _top_statements(self, purchases: int) -> list[dict[str, Any]]:
+        """Where PostgreSQL spent the burst: the statements of most execution
+        time, per purchase (pg_stat_statements was reset as the burst began)."""
+        with self.stk.database.connect() as conn:
+            rows = conn.execute(
+                """
+                SELECT total_exec_time, calls, left(regexp_replace(query,
+                       '\\s+', ' ', 'g'), 160)
+                FROM pg_stat_statements
+                WHERE dbid = (SELECT oid FROM pg_database
+                              WHERE datname = current_database())
+                ORDER BY total_exec_time DESC LIMIT 12
+                """
+            ).fetchall()
+        return [
+            {
+                "exec_ms_per_purchase": round(total / purchases, 3),
+                "calls_per_purchase": round(calls / purchases, 2),
+                "query": query,
+            }
+            for total, calls, query in rows
+        ]
+
+    def _learnings_reads(self, deliveries: list[Delivery]) -> dict[str, float]:
+        """The API's learnings of some students of the burst, read twice: the
+        first read finds whatever the pipeline left in the cache (a miss if no
+        refresh warmed it), the second a hit."""
+        students = sorted(
+            {str((d.event or {})["data"]["object"]["metadata"]["student_id"])
+             for d in deliveries}
+        )[:LEARNINGS_READS]  # fmt: skip
+        times: dict[str, list[float]] = {"first": [], "second": []}
+        headers = {"Authorization": f"Bearer {self.stk.api_token}"}
+        for read in ("first", "second"):
+            for student in students:
+                conn = http.client.HTTPConnection(stack.HOST, self.stk.port, timeout=10)
+                began = time.monotonic()
+                conn.request(
+                    "GET", f"/api/students/{student}/learnings", headers=headers
+                )
+                response = conn.getresponse()
+                response.read()
+                times[read].append((time.monotonic() - began) * 1000)
+                conn.close()
+                if response.status != 200:
+                    raise RuntimeError(f"learnings answered {response.status}")
+        return {
+            f"{read}_{name}_ms": round(percentile(values, fraction), 1)
+            for read, values in times.items()
+            for name, fraction in (("p50", 0.5), ("p99", 0.99))
+        }
+
+    def _cpu(self, postmaster: int | None) -> dict[str, float]:
+        return stack.cpu_seconds(
+            web=self.stk.web.pid if self.stk.web else None,
+            workers=[process.pid for process in self.stk.workers],
+            postmaster=postmaster,
+        )
+
+    def _wait_every_job_done(self, *, timeout: float) -> None:
+        """Until no purchase waits for its allocation and every job the burst
+        caused (a refresh scheduled for later included) has finished."""
         deadline = time.monotonic() + timeout
         with self.stk.database.connect() as conn:
             while time.monotonic() < deadline:
-                if stack.pipeline_busy(conn) == 0:
+                row = conn.execute(
+                    f"""
+                    SELECT (SELECT count(*) FROM procrastinate_jobs j
+                            WHERE j.status IN ('todo', 'doing') AND {BURST_JOB})
+                         + (SELECT count(*) FROM fulfillment_purchase
+                            WHERE status = 'allocation_pending')
+                    """  # noqa: S608 (BURST_JOB is a constant)
+                ).fetchone()
+                if row is not None and row[0] == 0:
                     return
                 time.sleep(0.05)
-        raise RuntimeError(f"the pipeline did not drain in {timeout}s")
+        raise RuntimeError(f"the burst's jobs did not finish in {timeout}s")
 
     # --- 4. procrastinate's ceiling -----------------------------------------------
 
@@ -325,6 +429,155 @@ class Bench:
             "commits_per_chain": round(counters["commits"] / count, 1),
         }
 
+    # --- 5. allocation cost as the business grows (--curve) -----------------------
+
+    def curve(self) -> list[dict[str, Any]]:
+        """Allocation of the same waiting purchases over more trainers and more
+        existing reservations, both seeded in SQL (not through the pipeline)."""
+        self.reset()
+        seeds = [self.payment() for _ in range(CURVE_SEED_PURCHASES)]
+        measured = [self.payment() for _ in range(self.args.curve_payments)]
+        with Sender(port=self.stk.port, secret=self.stk.webhook_secret) as sender:
+            for delivery in seeds:
+                sender.submit(delivery)
+            sender.wait_idle(120)
+            with self.stk.database.connect() as conn:
+                # The seed purchases hold the seeded reservations, under
+                # allocations long completed: no capacity used, only time.
+                conn.execute(
+                    """
+                    UPDATE fulfillment_purchase SET status = 'cancelled';
+                    CREATE TABLE bench_seed_allocation AS
+                    SELECT gen_random_uuid() AS id, p.id AS purchase_id,
+                           row_number() OVER (ORDER BY p.id) - 1 AS number
+                    FROM fulfillment_purchase p;
+                    INSERT INTO fulfillment_trainerallocation
+                        (id, purchase_id, trainer_id, status, assigned_by,
+                         override_reason, released_by, created_at, ended_at)
+                    SELECT a.id, a.purchase_id,
+                           (SELECT id FROM fulfillment_trainer ORDER BY id LIMIT 1),
+                           'completed', '', '', '', now(), now()
+                    FROM bench_seed_allocation a;
+                    CREATE TABLE bench_source_trainer AS
+                    SELECT id, row_number() OVER (ORDER BY id) - 1 AS number
+                    FROM fulfillment_trainer;
+                    """
+                )
+            for delivery in measured:
+                sender.submit(delivery)
+            sender.wait_idle(120)
+        points = []
+        for trainers in _ints(self.args.curve_trainers):
+            self._seed_trainers(trainers)
+            for reservations in _ints(self.args.curve_reservations):
+                seeded = time.monotonic()
+                self._seed_reservations(reservations)
+                seed_s = time.monotonic() - seeded
+                output = json.loads(self.stk.manage("bench_allocation_cost"))
+                wall, selector = output["allocate_ms"], output["selector_ms"]
+                point = {
+                    "trainers": trainers,
+                    "reservations": reservations,
+                    "allocations_timed": len(wall),
+                    "outcomes": output["outcomes"],
+                    "allocate_p50_ms": round(percentile(wall, 0.5), 2),
+                    "allocate_mean_ms": round(sum(wall) / len(wall), 2),
+                    "selector_ms_per_allocation": round(sum(selector) / len(wall), 2),
+                    "seed_s": round(seed_s, 1),
+                    "slowest_statement_plan": output.get("slowest_statement_plan", ""),
+                }
+                print(
+                    "bench: curve",
+                    {k: v for k, v in point.items() if k != "slowest_statement_plan"},
+                    flush=True,
+                )
+                points.append(point)
+        with self.stk.database.connect() as conn:
+            conn.execute("DROP TABLE bench_seed_allocation, bench_source_trainer")
+        return points
+
+    def _seed_trainers(self, total: int) -> None:
+        """Copies of the catalogue's trainers, nearby, until ``total``."""
+        with self.stk.database.connect() as conn:
+            conn.execute(
+                """
+                TRUNCATE fulfillment_reservation;
+                DELETE FROM fulfillment_trainer_courses
+                WHERE trainer_id NOT IN (SELECT id FROM bench_source_trainer);
+                DELETE FROM fulfillment_trainer
+                WHERE id NOT IN (SELECT id FROM bench_source_trainer);
+                """
+            )
+            conn.execute(
+                """
+                CREATE TEMP TABLE clone AS
+                SELECT gen_random_uuid() AS id, s.id AS source
+                FROM generate_series(1, %(extra)s) g
+                JOIN bench_source_trainer s
+                  ON s.number = g %% (SELECT count(*) FROM bench_source_trainer)
+                """,
+                {"extra": max(total - self.args.trainers, 0)},
+            )
+            conn.execute(
+                """
+                INSERT INTO fulfillment_trainer
+                    (id, name, email, latitude, longitude, max_travel_km,
+                     max_active_students, weekdays, work_start, work_end,
+                     is_active, created_at, updated_at)
+                SELECT c.id, t.name || ' (copy)', '',
+                       t.latitude + (random() - 0.5) * 0.05,
+                       t.longitude + (random() - 0.5) * 0.05, t.max_travel_km,
+                       t.max_active_students, t.weekdays, t.work_start,
+                       t.work_end, t.is_active, now(), now()
+                FROM clone c JOIN fulfillment_trainer t ON t.id = c.source;
+                INSERT INTO fulfillment_trainer_courses (trainer_id, course_id)
+                SELECT c.id, tc.course_id
+                FROM clone c
+                JOIN fulfillment_trainer_courses tc ON tc.trainer_id = c.source;
+                DROP TABLE clone;
+                ANALYZE fulfillment_trainer, fulfillment_trainer_courses;
+                """
+            )
+
+    def _seed_reservations(self, total: int) -> None:
+        """``total`` one-hour reservations spread evenly over every trainer's
+        next two years, never overlapping one another."""
+        with self.stk.database.connect() as conn:
+            conn.execute("TRUNCATE fulfillment_reservation")
+            conn.execute(
+                """
+                WITH trainer AS (
+                    SELECT id, row_number() OVER (ORDER BY id) - 1 AS number
+                    FROM fulfillment_trainer
+                ), sizes AS (
+                    SELECT (SELECT count(*) FROM fulfillment_trainer) AS trainers,
+                           (SELECT count(*) FROM bench_seed_allocation) AS seeds
+                ), slot AS (
+                    -- Reservation k: the (k / trainers)-th of trainer k mod trainers
+                    -- (both sides of each join hashable: no nested loop).
+                    SELECT k, k %% sizes.trainers AS trainer_number,
+                           k %% sizes.seeds AS seed_number,
+                           k / sizes.seeds + 1 AS sequence,
+                           date_trunc('day', now())
+                           + (k / sizes.trainers) * interval '1 hour'
+                             * greatest(1, floor(17520.0 * sizes.trainers
+                                                 / %(total)s))
+                           + (k %% sizes.trainers %% 7) * interval '5 minutes'
+                             AS start
+                    FROM generate_series(0, %(total)s - 1) k CROSS JOIN sizes
+                )
+                INSERT INTO fulfillment_reservation
+                    (trainer_id, allocation_id, sequence, during)
+                SELECT t.id, a.id, slot.sequence,
+                       tstzrange(slot.start, slot.start + interval '1 hour', '[)')
+                FROM slot
+                JOIN bench_seed_allocation a ON a.number = slot.seed_number
+                JOIN trainer t ON t.number = slot.trainer_number
+                """,
+                {"total": total},
+            )
+            conn.execute("VACUUM ANALYZE fulfillment_reservation")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -358,6 +611,16 @@ def _parser() -> argparse.ArgumentParser:
         "commit, with this one's tools/ package copied in)",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="only the allocation-cost curve over trainers and reservations "
+        "(about 6 minutes; not part of the default run, which it would take "
+        "past 10 minutes)",
+    )
+    parser.add_argument("--curve-trainers", default="600,5000,20000")
+    parser.add_argument("--curve-reservations", default="10000,100000,1000000")
+    parser.add_argument("--curve-payments", type=int, default=20)
     return parser
 
 
@@ -401,6 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             conn.execute("SELECT pg_stat_statements_reset()")
             bench.statements = True
         stk.start_web()
+        if args.curve:
+            print("bench: allocation cost over trainers and reservations ...")
+            results["curve"] = bench.curve()
+            return _curve_report(results)
         print("bench: webhook at a fixed rate ...", flush=True)
         results["webhook"] = bench.webhook()
         bench.reset()
@@ -419,19 +686,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         database.stop()
     results["seconds"] = round(time.monotonic() - began, 1)
     _report(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    path = RESULTS / f"bench-{stamp}{'-' + args.label if args.label else ''}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"bench: results in {path.relative_to(stack.ROOT)}")
+    _save(results)
     summary = results["summary"]
     print(
         f"bench: fulfilled_per_s={summary['fulfilled_per_s']} "
         f"ceiling_chain_per_s={summary['ceiling_chain_per_s']} "
         f"ratio={summary['ratio']} p50_ms={summary['p50_ms']} "
-        f"p99_ms={summary['p99_ms']}"
+        f"p99_ms={summary['p99_ms']} "
+        f"cpu_ms_per_purchase={summary['cpu_ms_per_purchase']}"
     )
     return 0
+
+
+def _curve_report(results: dict[str, Any]) -> int:
+    rows: list[tuple[str, object]] = [
+        (f"{p['trainers']:>6} trainers, {p['reservations']:>8} reservations: "
+         "allocate p50 / selector ms",
+         f"{p['allocate_p50_ms']} / {p['selector_ms_per_allocation']}")
+        for p in results["curve"]
+    ]  # fmt: skip
+    stack.print_table(rows, title="bench: allocation cost (ms per allocation)")
+    _save(results, suffix="curve")
+    base = results["curve"][0]["allocate_p50_ms"]
+    worst = max(p["allocate_p50_ms"] for p in results["curve"])
+    print(f"bench: curve allocate_p50_ms={base} worst_p50_ms={worst} "
+          f"growth={worst / base:.2f}")  # fmt: skip
+    return 0
+
+
+def _save(results: dict[str, Any], *, suffix: str = "") -> None:
+    label = results["label"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    name = "-".join(part for part in (f"bench-{stamp}", suffix, label) if part)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"bench: results in {path.relative_to(stack.ROOT)}")
 
 
 def _report(results: dict[str, Any]) -> None:
@@ -461,6 +751,21 @@ def _report(results: dict[str, Any]) -> None:
     if 1 in bursts and 2 in bursts:
         scale = bursts[2]["fulfilled_per_s"] / bursts[1]["fulfilled_per_s"]
         rows.append(("scaling 1 -> 2 worker processes", f"{scale:.2f}x"))
+    by_group = reference["cpu_ms_per_purchase_by_group"]
+    rows.append((f"box CPU ms / purchase, {reference['worker_processes']} processes",
+                 reference["cpu_ms_per_purchase"]))  # fmt: skip
+    rows.append(("  web / workers / PostgreSQL",
+                 f"{by_group['web']} / {by_group['workers']} / "
+                 f"{by_group['postgres']}"))  # fmt: skip
+    rows.append(("  load generator (not in the box figure)",
+                 reference["sender_cpu_ms_per_purchase"]))  # fmt: skip
+    rows.append(("jobs per purchase (burst)",
+                 round(reference["jobs"] / reference["payments"], 2)))  # fmt: skip
+    read = reference["learnings_read"]
+    rows.append(("learnings API after the burst: first / second read p50 ms",
+                 f"{read['first_p50_ms']} / {read['second_p50_ms']}"))  # fmt: skip
+    rows.append(("learnings API after the burst: first / second read p99 ms",
+                 f"{read['first_p99_ms']} / {read['second_p99_ms']}"))  # fmt: skip
     rows.append(("commits per purchase (burst)", reference["commits_per_purchase"]))
     if "statements_per_purchase" in reference:
         rows.append(("SQL statements per purchase (burst)",
@@ -473,6 +778,8 @@ def _report(results: dict[str, Any]) -> None:
         "ratio": round(ratio, 2),
         "p50_ms": latency["p50_ms"],
         "p99_ms": latency["p99_ms"],
+        "cpu_ms_per_purchase": reference["cpu_ms_per_purchase"],
+        "webhook_p99_ms": webhook["p99_ms"],
     }
 
 

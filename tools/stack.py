@@ -613,3 +613,78 @@ def print_table(rows: list[tuple[str, object]], *, title: str) -> None:
     for name, value in rows:
         print(f"  {name:<{width}}  {value!s:>10}")
     print(f"  {'-' * (width + 14)}", flush=True)
+
+
+# --- CPU of the stack's processes, from /proc ---------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stats() -> list[tuple[int, int, int, float, float]]:
+    """(pid, ppid, session id, own CPU s, waited-for children's CPU s) of every
+    process /proc lets us read."""
+    stats = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                text = handle.read()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name (field 2) may hold spaces: split after its ")".
+        fields = text[text.rindex(")") + 2 :].split()
+        ppid, session = int(fields[1]), int(fields[3])
+        utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+        stats.append(
+            (
+                int(entry),
+                ppid,
+                session,
+                (utime + stime) / CLOCK_TICKS,
+                (cutime + cstime) / CLOCK_TICKS,
+            )
+        )
+    return stats
+
+
+def postmaster_pid(conn: psycopg.Connection[Any]) -> int | None:
+    """The PostgreSQL server's postmaster (the parent of our backend), when it
+    runs on this machine and /proc shows it."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    if row is None:
+        return None
+    try:
+        with open(f"/proc/{row[0]}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2 :].split()[1])
+
+
+def cpu_seconds(
+    *, web: int | None, workers: list[int], postmaster: int | None
+) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group of the stack.
+
+    A group is every live process of the gunicorn session (master and workers),
+    of the worker processes' sessions, and the postmaster with its children
+    (backends, checkpointer, WAL writer...); its leaders' reaped children count
+    too, so a backend that exited during the window is not lost.
+    """
+    groups = {"web": 0.0, "workers": 0.0, "postgres": 0.0}
+    worker_sessions = set(workers)
+    for pid, ppid, session, own, reaped in _proc_stats():
+        if web is not None and session == web:
+            groups["web"] += own + (reaped if pid == web else 0.0)
+        elif session in worker_sessions:
+            groups["workers"] += own + (reaped if pid in worker_sessions else 0.0)
+        elif postmaster is not None and (pid == postmaster or ppid == postmaster):
+            groups["postgres"] += own + (reaped if pid == postmaster else 0.0)
+    return groups
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU (the load generator: the sender's threads)."""
+    times = os.times()
+    return times.user + times.system

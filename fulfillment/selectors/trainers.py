@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
+from django.db import connection
 from django.db.models import (
     BooleanField,
     Count,
@@ -195,6 +196,182 @@ def trainer_verdicts(
         )
         for t in trainer_list
     ]
+
+
+# How many ranked candidates automatic allocation fetches: the best fitting
+# trainer is almost always the first; the rest cover a few taken meanwhile.
+CANDIDATES = 5
+
+# The candidate query of automatic allocation. The cheap rules (course,
+# activity, capacity, days and hours, distance) rank every trainer who may fit;
+# the overlap probe then runs on that ranked list, one trainer at a time, only
+# until ``limit`` pass. Each probe (``r.trainer_id = … AND r.during && …``) is
+# an index scan of the exclusion constraint's GiST index on (trainer_id,
+# during). Written as a scalar subquery, the probe cannot become a hash anti
+# join, which scans that index by time alone: every trainer's reservations in
+# the schedule's weeks, a cost that grows with the business (#15).
+_CANDIDATES_SQL = """
+SELECT ranked.id, ranked.name, ranked.latitude, ranked.longitude,
+       ranked.max_travel_km, ranked.max_active_students, ranked.weekdays,
+       ranked.work_start, ranked.work_end, ranked.active,
+       EXISTS (SELECT FROM fulfillment_trainerallocation released
+               WHERE released.trainer_id = ranked.id
+                 AND released.purchase_id = %(purchase)s
+                 AND released.status = 'released'
+                 AND released.released_by <> ''),
+       ARRAY(SELECT l.starts_on FROM fulfillment_trainerleave l
+             WHERE l.trainer_id = ranked.id AND l.starts_on <= %(last_day)s
+               AND l.ends_on >= %(first_day)s ORDER BY l.starts_on),
+       ARRAY(SELECT l.ends_on FROM fulfillment_trainerleave l
+             WHERE l.trainer_id = ranked.id AND l.starts_on <= %(last_day)s
+               AND l.ends_on >= %(first_day)s ORDER BY l.starts_on)
+FROM (
+    SELECT t.id, t.name, t.latitude, t.longitude, t.max_travel_km,
+           t.max_active_students, t.weekdays, t.work_start, t.work_end,
+           load.active, distance.km
+    FROM fulfillment_trainer t
+    JOIN fulfillment_trainer_courses tc
+      ON tc.trainer_id = t.id AND tc.course_id = %(course)s
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS active FROM fulfillment_trainerallocation a
+        WHERE a.trainer_id = t.id AND a.status = 'active'
+    ) load
+    CROSS JOIN LATERAL (SELECT {distance} AS km) distance
+    WHERE t.is_active
+      AND load.active < t.max_active_students
+      AND t.weekdays @> %(weekdays)s::smallint[]
+      AND t.work_start <= %(work_start)s AND t.work_end >= %(work_end)s
+      AND {near}
+    ORDER BY {order} load.active, t.id
+    OFFSET 0
+) ranked
+WHERE NOT (SELECT EXISTS (
+    SELECT FROM fulfillment_reservation r
+    WHERE r.trainer_id = ranked.id AND r.during && %(schedule)s
+))
+ORDER BY {outer_order} ranked.active, ranked.id
+LIMIT %(limit)s
+"""
+
+# geo.great_circle_km in SQL, from each trainer to the purchase's home.
+_DISTANCE_SQL = (
+    "2 * %(radius)s * asin(sqrt(least(greatest("
+    "power(sin(radians(t.latitude - %(lat)s) / 2), 2) + %(cos_lat)s"
+    " * cos(radians(t.latitude)) * power(sin(radians(t.longitude - %(lon)s) / 2), 2)"
+    ", 0.0), 1.0)))"
+)
+
+
+def trainer_candidates(
+    *, purchase: Purchase, slots: list[Slot], limit: int = CANDIDATES
+) -> list[fit.Verdict]:
+    """The best fitting trainers for automatic allocation, best first: exactly
+    the first ``limit`` of ``fit.rank`` over the whole roster's verdicts (all
+    of them when fewer fit).
+
+    One query ranks (nearest for home courses, then fewest active allocations,
+    then lowest id) and limits the trainers who may fit in SQL; the pure rules
+    then judge those few. The SQL filters only ever keep too many (leave and
+    sessions across midnight are the pure rules' to judge), so the fitting
+    rows are a prefix of the full ranking; should every fetched row fail those
+    rules while more rows may follow, the whole prefiltered list is judged.
+    """
+    course: Course = purchase.course
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    schedule = _schedule_ranges(slots)
+    home_visit = course.mode == Course.Mode.HOME
+    if schedule is None or (
+        home_visit and (purchase.latitude is None or purchase.longitude is None)
+    ):
+        # Nothing to reserve, or a home course with no home: the full path says
+        # what the pure rules make of that.
+        verdicts = trainer_verdicts(purchase=purchase, slots=slots, fitting_only=True)
+        return fit.rank(verdicts, home_visit=home_visit)[:limit]
+    starts = [slot.starts_at.astimezone(tz) for slot in slots]
+    ends = [slot.ends_at.astimezone(tz) for slot in slots]
+    params: dict[str, Any] = {
+        "purchase": purchase.pk,
+        "course": course.pk,
+        "first_day": min(start.date() for start in starts),
+        "last_day": max(start.date() for start in starts),
+        "weekdays": sorted({start.weekday() for start in starts}),
+        "work_start": min(start.time() for start in starts),
+        "work_end": max(end.time() for end in ends),
+        "schedule": schedule,
+        "limit": limit,
+    }
+    latitude, longitude = purchase.latitude, purchase.longitude
+    if home_visit and latitude is not None and longitude is not None:
+        params.update(
+            radius=geo.EARTH_RADIUS_KM,
+            lat=latitude,
+            lon=longitude,
+            cos_lat=math.cos(math.radians(latitude)),
+            slack=_DISTANCE_SLACK_KM,
+        )
+        sql = _CANDIDATES_SQL.format(
+            distance=_DISTANCE_SQL,
+            near="distance.km <= t.max_travel_km + %(slack)s",
+            order="distance.km,",
+            outer_order="ranked.km,",
+        )
+    else:
+        sql = _CANDIDATES_SQL.format(
+            distance="NULL", near="true", order="", outer_order=""
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    purchase_facts = fit.PurchaseFacts(
+        home_visit=home_visit,
+        latitude=purchase.latitude,
+        longitude=purchase.longitude,
+        slots=tuple(slots),
+        tz=tz,
+    )
+    verdicts = [
+        fit.evaluate(
+            fit.TrainerFacts(
+                id=str(trainer_id),
+                name=name,
+                is_active=True,
+                teaches_course=True,
+                latitude=latitude,
+                longitude=longitude,
+                max_travel_km=max_travel_km,
+                max_active_students=max_active_students,
+                weekdays=frozenset(weekdays),
+                work_start=work_start,
+                work_end=work_end,
+                active_allocations=active,
+                # The probe kept only trainers with nothing reserved then.
+                reserved=(),
+                leave=_leave(leave_starts, leave_ends),
+                released_from_purchase=released,
+            ),
+            purchase_facts,
+        )
+        for (
+            trainer_id,
+            name,
+            latitude,
+            longitude,
+            max_travel_km,
+            max_active_students,
+            weekdays,
+            work_start,
+            work_end,
+            active,
+            released,
+            leave_starts,
+            leave_ends,
+        ) in rows
+    ]
+    ranked = fit.rank(verdicts, home_visit=home_visit)
+    if len(ranked) < limit and len(rows) == limit:
+        verdicts = trainer_verdicts(purchase=purchase, slots=slots, fitting_only=True)
+        ranked = fit.rank(verdicts, home_visit=home_visit)
+    return ranked[:limit]
 
 
 @dataclass(frozen=True)

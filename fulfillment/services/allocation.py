@@ -36,7 +36,12 @@ from fulfillment.models import (
     TutoringSession,
 )
 from fulfillment.queue import names
-from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
+from fulfillment.selectors.trainers import (
+    CANDIDATES,
+    purchase_schedule,
+    trainer_candidates,
+    trainer_verdicts,
+)
 from fulfillment.services import cache
 from fulfillment.services.trace import purchase_transition
 
@@ -79,25 +84,43 @@ def purchase_allocate(
         if purchase.status not in WAITING_STATUSES:
             return purchase
         slots = purchase_schedule(purchase=purchase, now=now)
-        verdicts = trainer_verdicts(purchase=purchase, slots=slots, fitting_only=True)
+        # The few best candidates, ranked in SQL; the rest of the fitting list
+        # only when every one of them was taken meanwhile.
+        verdicts = trainer_candidates(purchase=purchase, slots=slots)
         home_visit = purchase.course.mode == Course.Mode.HOME
         busy: list[str] = []
-        for verdict in fit.rank(verdicts, home_visit=home_visit):
-            try:
-                allocation_create(
-                    purchase=purchase,
-                    trainer_id=uuid.UUID(verdict.trainer.id),
-                    slots=slots,
-                    now=now,
+        tried: set[str] = set()
+        more = len(verdicts) == CANDIDATES
+        ranked = verdicts
+        while ranked:
+            for verdict in ranked:
+                tried.add(verdict.trainer.id)
+                try:
+                    allocation_create(
+                        purchase=purchase,
+                        trainer_id=uuid.UUID(verdict.trainer.id),
+                        slots=slots,
+                        now=now,
+                    )
+                except TrainerBusy:
+                    busy.append(verdict.trainer.id)
+                    continue
+                except TrainerTaken:
+                    continue
+                return allocation_complete(
+                    purchase=purchase, actor=actor, now=now, verdict=verdict
                 )
-            except TrainerBusy:
-                busy.append(verdict.trainer.id)
-                continue
-            except TrainerTaken:
-                continue
-            return allocation_complete(
-                purchase=purchase, actor=actor, now=now, verdict=verdict
+            if not more:
+                break
+            more = False
+            verdicts = trainer_verdicts(
+                purchase=purchase, slots=slots, fitting_only=True
             )
+            ranked = [
+                verdict
+                for verdict in fit.rank(verdicts, home_visit=home_visit)
+                if verdict.trainer.id not in tried
+            ]
         if busy:
             # Rolls the transaction back: the purchase stays waiting.
             logger.warning(
@@ -137,44 +160,102 @@ def allocation_create(
     try:
         # A savepoint: if this trainer is taken, its row lock and any partial
         # reservations go away and the caller's transaction stays usable.
-        with transaction.atomic():
+        with transaction.atomic(), connection.cursor() as cursor:
             # Our own lock (an operator's assignment locks first) is no conflict.
-            trainer = (
-                Trainer.objects.select_for_update(no_key=True, skip_locked=True)
-                .filter(pk=trainer_id)
-                .first()
+            cursor.execute(
+                "SELECT max_active_students FROM fulfillment_trainer "
+                "WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
+                [trainer_id],
             )
-            if trainer is None:
+            locked = cursor.fetchone()
+            if locked is None:
                 if Trainer.objects.filter(pk=trainer_id).exists():
                     raise TrainerBusy
                 raise Trainer.DoesNotExist(f"trainer {trainer_id} does not exist")
-            if enforce_capacity:
-                active = trainer.allocations.filter(
-                    status=TrainerAllocation.Status.ACTIVE
-                ).count()
-                if active >= trainer.max_active_students:
-                    raise TrainerTaken
-            allocation = TrainerAllocation.objects.create(
+            allocation = TrainerAllocation(
+                id=uuid.uuid4(),
                 purchase=purchase,
-                trainer=trainer,
+                trainer_id=trainer_id,
+                status=TrainerAllocation.Status.ACTIVE,
                 assigned_by=assigned_by,
                 override_reason=override_reason,
                 created_at=now,
             )
-            Reservation.objects.bulk_create(
-                Reservation(
-                    trainer=trainer,
-                    allocation=allocation,
-                    sequence=slot.sequence,
-                    during=(slot.starts_at, slot.ends_at),
-                )
-                for slot in slots
+            # One statement for the capacity check, the allocation and every
+            # reservation. It runs after the lock, so its snapshot sees every
+            # allocation committed by whoever held the trainer before us.
+            cursor.execute(
+                _ALLOCATE_SQL,
+                {
+                    "id": allocation.id,
+                    "purchase": purchase.pk,
+                    "trainer": trainer_id,
+                    "enforce": enforce_capacity,
+                    "capacity": locked[0],
+                    "assigned_by": assigned_by,
+                    "override_reason": override_reason,
+                    "now": now,
+                    "sequences": [slot.sequence for slot in slots],
+                    "starts": [slot.starts_at for slot in slots],
+                    "ends": [slot.ends_at for slot in slots],
+                },
             )
+            created = cursor.fetchone()
+            if not created or not created[0]:
+                raise TrainerTaken  # at capacity
+            allocation._state.adding = False
             return allocation
     except IntegrityError as error:
         if isinstance(error.__cause__, psycopg.errors.ExclusionViolation):
             raise TrainerTaken from error
         raise
+
+
+_ALLOCATE_SQL = """
+WITH allowed AS (
+    SELECT WHERE NOT %(enforce)s OR (
+        SELECT count(*) FROM fulfillment_trainerallocation
+        WHERE trainer_id = %(trainer)s AND status = 'active'
+    ) < %(capacity)s
+), allocation AS (
+    INSERT INTO fulfillment_trainerallocation
+        (id, purchase_id, trainer_id, status, assigned_by, override_reason,
+         released_by, created_at, ended_at)
+    SELECT %(id)s, %(purchase)s, %(trainer)s, 'active', %(assigned_by)s,
+           %(override_reason)s, '', %(now)s, NULL
+    FROM allowed
+    RETURNING id
+), reserved AS (
+    INSERT INTO fulfillment_reservation (trainer_id, allocation_id, sequence, during)
+    SELECT %(trainer)s, allocation.id, slot.sequence,
+           tstzrange(slot.starts_at, slot.ends_at, '[)')
+    FROM allocation,
+         unnest(%(sequences)s::smallint[], %(starts)s::timestamptz[],
+                %(ends)s::timestamptz[]) AS slot(sequence, starts_at, ends_at)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM allocation), (SELECT count(*) FROM reserved)
+"""
+
+
+_ALLOCATED_SQL = """
+WITH purchase AS (
+    UPDATE fulfillment_purchase
+    SET status = 'allocated', status_reason = %(reason)s, trainer_id = %(trainer)s,
+        allocated_at = %(now)s, updated_at = %(updated_at)s
+    WHERE id = %(purchase)s
+    RETURNING payment_id, student_id
+), trace AS (
+    INSERT INTO fulfillment_traceevent
+        (payment_id, purchase_id, kind, actor, from_status, to_status, message,
+         created_at)
+    SELECT payment_id, %(purchase)s, 'state_change', %(actor)s, %(from_status)s,
+           'allocated', %(reason)s, now()
+    FROM purchase
+)
+UPDATE fulfillment_student SET learnings_version = learnings_version + 1
+WHERE id = (SELECT student_id FROM purchase)
+"""
 
 
 def allocation_complete(
@@ -190,14 +271,46 @@ def allocation_complete(
         if verdict.distance_km is not None
         else ""
     )
-    # The sessions stage, deferred here, invalidates again and refreshes.
-    with cache.next_stage_refreshes():
-        purchase_transition(
-            purchase=purchase,
-            to_status=Purchase.Status.ALLOCATED,
-            reason=f"Allocated to {verdict.trainer.name}{distance}.",
-            actor=actor,
-            update_fields=("trainer", "allocated_at"),
+    reason = f"Allocated to {verdict.trainer.name}{distance}."
+    from_status = purchase.status
+    if from_status == Purchase.Status.ALLOCATED:
+        # A re-assignment: the shared transition decides what changes.
+        with cache.next_stage_refreshes():
+            purchase_transition(
+                purchase=purchase,
+                to_status=Purchase.Status.ALLOCATED,
+                reason=reason,
+                actor=actor,
+                update_fields=("trainer", "allocated_at"),
+            )
+    else:
+        # ``purchase_transition`` in one statement: the purchase, its trace row
+        # and the student's learnings version (no refresh: the sessions stage
+        # deferred below changes the learnings again).
+        purchase.status = Purchase.Status.ALLOCATED
+        purchase.status_reason = reason
+        purchase.updated_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ALLOCATED_SQL,
+                {
+                    "purchase": purchase.pk,
+                    "reason": reason,
+                    "trainer": purchase.trainer_id,
+                    "now": now,
+                    "updated_at": purchase.updated_at,
+                    "actor": actor,
+                    "from_status": from_status,
+                },
+            )
+        logger.info(
+            "purchase status changed",
+            extra={
+                "purchase_id": str(purchase.pk),
+                "from_status": from_status,
+                "to_status": str(Purchase.Status.ALLOCATED),
+                "actor": actor,
+            },
         )
     queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(purchase.pk))
     logger.info(

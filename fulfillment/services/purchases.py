@@ -18,7 +18,7 @@ from typing import Any, TypeGuard
 
 from django.contrib.postgres.functions import TransactionNow
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Model
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -229,7 +229,7 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
     if course.mode == Course.Mode.HOME:
         require_location(request)
     student_id = _student_upsert(request)
-    purchase = Purchase.objects.create(
+    purchase = Purchase(
         payment=payment,
         student_id=student_id,
         course=course,
@@ -241,18 +241,31 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         longitude=request.longitude,
         status_reason="Waiting for the allocation job.",
     )
-    trace_record(
-        payment=payment,
-        purchase=purchase,
-        kind=TraceEvent.Kind.STATE_CHANGE,
-        actor=actor,
-        message=(
-            f"Purchase of {course.title} for "
-            f"{format_amount(payment.amount, payment.currency)} recorded; "
-            "trainer allocation pending."
-        ),
-        to_status=purchase.status,
+    message = (
+        f"Purchase of {course.title} for "
+        f"{format_amount(payment.amount, payment.currency)} recorded; "
+        "trainer allocation pending."
     )
+    # The purchase and its first trace row (as ``trace_record`` writes it, on
+    # the transaction's clock) in one statement.
+    columns, values = _insert_values(purchase)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH purchase AS (INSERT INTO {Purchase._meta.db_table} "  # noqa: S608
+            f"({columns}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id) "
+            f"INSERT INTO {TraceEvent._meta.db_table} (payment_id, purchase_id, "
+            "kind, actor, from_status, to_status, message, created_at) "
+            "SELECT %s, id, %s, %s, '', %s, %s, now() FROM purchase",
+            [
+                *values,
+                payment.pk,
+                TraceEvent.Kind.STATE_CHANGE.value,
+                actor,
+                purchase.status,
+                message,
+            ],
+        )
+    _saved(purchase)
     if payment.status == Payment.Status.REFUNDED:
         # Stripe does not promise order: the refund came first, so the purchase is
         # born cancelled and nothing is allocated.
@@ -561,13 +574,43 @@ def purchase_refund(
 def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool]:
     """The payment of ``candidate.payment_intent``, inserted unless it exists.
 
-    ``INSERT ... ON CONFLICT DO NOTHING`` then a read: two statements and no
-    savepoint (``get_or_create`` takes four). A concurrent delivery of the same
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a new payment is the
+    candidate itself, not read back (its event JSON included); only a
+    duplicate reads the stored row. A concurrent delivery of the same
     PaymentIntent waits on the unique index and then finds the winner's row.
     """
-    Payment.objects.bulk_create([candidate], ignore_conflicts=True)
-    payment = Payment.objects.get(payment_intent=candidate.payment_intent)
-    return payment, payment.pk == candidate.pk
+    columns, values = _insert_values(candidate)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Payment._meta.db_table} ({columns}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(values))}) "
+            "ON CONFLICT (payment_intent) DO NOTHING RETURNING id",
+            values,
+        )
+        inserted = cursor.fetchone()
+    if inserted is not None:
+        _saved(candidate)
+        return candidate, True
+    return Payment.objects.get(payment_intent=candidate.payment_intent), False
+
+
+def _insert_values(instance: Model) -> tuple[str, list[Any]]:
+    """The quoted columns and database values of a new row, as
+    ``Model.save`` would insert them (defaults and ``auto_now`` applied), for
+    an INSERT written by hand."""
+    fields = instance._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in fields
+    ]
+    return columns, values
+
+
+def _saved(instance: Model) -> None:
+    """Mark an instance inserted by hand as a stored row."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
 
 
 def _student_upsert(request: PurchaseRequest) -> uuid.UUID:

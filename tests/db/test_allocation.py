@@ -32,7 +32,11 @@ from fulfillment.models import (
     TutoringSession,
 )
 from fulfillment.queue import names
-from fulfillment.selectors.trainers import purchase_schedule, trainer_verdicts
+from fulfillment.selectors.trainers import (
+    purchase_schedule,
+    trainer_candidates,
+    trainer_verdicts,
+)
 from fulfillment.services import allocation
 from fulfillment.services.allocation import (
     purchase_allocate,
@@ -554,7 +558,7 @@ def test_best_trainer_reserved_meanwhile_makes_allocation_take_the_next(
     )
     rival = buy(signed_post, course)
     purchase = buy(signed_post, course)
-    real_verdicts = trainer_verdicts
+    real_verdicts = trainer_candidates
 
     def verdicts_then_rival_reserves(**kwargs: Any) -> Any:
         # The verdicts are computed; then another transaction reserves the best
@@ -565,7 +569,7 @@ def test_best_trainer_reserved_meanwhile_makes_allocation_take_the_next(
         )
         return verdicts
 
-    monkeypatch.setattr(allocation, "trainer_verdicts", verdicts_then_rival_reserves)
+    monkeypatch.setattr(allocation, "trainer_candidates", verdicts_then_rival_reserves)
 
     allocated = allocate(purchase)
 
@@ -609,14 +613,14 @@ def test_trainer_filled_up_meanwhile_is_not_overbooked(
     trainer = helpers.trainer(courses=[course], max_active_students=1)
     rival = buy(signed_post, course, time_slot="10:00")
     purchase = buy(signed_post, course)
-    real_verdicts = trainer_verdicts
+    real_verdicts = trainer_candidates
 
     def verdicts_then_rival_allocated(**kwargs: Any) -> Any:
         verdicts = real_verdicts(**kwargs)
         TrainerAllocation.objects.create(purchase=rival, trainer=trainer)
         return verdicts
 
-    monkeypatch.setattr(allocation, "trainer_verdicts", verdicts_then_rival_allocated)
+    monkeypatch.setattr(allocation, "trainer_candidates", verdicts_then_rival_allocated)
 
     waitlisted = allocate(purchase)
 
@@ -806,12 +810,16 @@ def test_fitting_only_verdicts_are_exactly_the_fitting_ones_of_the_full_roster(
 
         full = trainer_verdicts(purchase=purchase, slots=schedule)
         fast = trainer_verdicts(purchase=purchase, slots=schedule, fitting_only=True)
+        few = trainer_candidates(purchase=purchase, slots=schedule, limit=3)
 
         expected = fit.rank(full, home_visit=home_visit)
         assert all(verdict.fits for verdict in fast)
         assert [
             (v.trainer.id, v.distance_km) for v in fit.rank(fast, home_visit=home_visit)
         ] == [(v.trainer.id, v.distance_km) for v in expected]
+        # The ranked and limited candidates are the full ranking's first three,
+        # verdict for verdict (the facts an operator sees included).
+        assert few == expected[:3]
         compared += len(expected)
     assert compared > 10  # the roster let some purchases fit
 
