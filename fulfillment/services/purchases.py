@@ -390,9 +390,10 @@ def payment_refund_record(
     ``DUPLICATE``. In the caller's transaction, rows locked."""
     if payment.status == Payment.Status.REFUNDED:
         return Outcome.DUPLICATE
-    # A payment whose amount is unknown (0, flagged) is only ever fully refunded
-    # when Stripe says so.
-    if refunded or 0 < payment.amount <= amount_refunded:
+    # CONTRACT §3: fully refunded when Stripe says so or the total refunded
+    # reaches what was received (a payment that received nothing, flagged, is
+    # fully refunded by any refund at all).
+    if refunded or 0 < amount_refunded >= payment.amount:
         payment.amount_refunded = max(
             payment.amount_refunded, amount_refunded, payment.amount
         )

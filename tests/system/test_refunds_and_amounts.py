@@ -119,6 +119,23 @@ def test_refunded_total_reaching_the_amount_received_cancels_without_the_flag(
 
 
 @pytest.mark.django_db
+def test_any_refund_of_a_payment_that_received_nothing_cancels_it(
+    signed_post: Callable[..., Any],
+) -> None:
+    """Found by the fuzz test: amount_refunded reaching the amount received is
+    a full refund (CONTRACT §3), also when nothing was received."""
+    flagged = signed_post(fixture_payment(amount=0, amount_received=0)).json()
+    assert flagged["status"] == "needs_attention"
+    event = load_event("charge_refunded_partial")
+    event["data"]["object"]["amount_refunded"] = 1000  # refunded: false
+
+    response = signed_post(event)
+
+    assert response.json()["status"] == "refunded"
+    assert Payment.objects.get().status == Payment.Status.REFUNDED
+
+
+@pytest.mark.django_db
 def test_partial_refund_shows_in_the_console(
     signed_post: Callable[..., Any], client: Client
 ) -> None:
