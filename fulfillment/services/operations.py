@@ -109,42 +109,11 @@ def purchase_assign_trainer(
     with transaction.atomic():
         purchase = _locked_purchase(purchase_id)
         _require_waiting(purchase, action="assign a trainer to it")
-        # Locked before the verdict is read, so what is checked is what holds at
-        # commit: a concurrent allocation of this trainer waits for us.
-        if not Trainer.objects.filter(pk=trainer_id).exists():
-            raise OperationRefused("That trainer does not exist.", field="trainer")
-        # Never waits for a lock another session holds (it may be a worker cut
-        # off mid-allocation): the operator is told at once instead.
-        if (
-            not Trainer.objects.select_for_update(no_key=True, skip_locked=True)
-            .filter(pk=trainer_id)
-            .exists()
-        ):
-            raise OperationRefused(
-                "That trainer is being booked by another transaction right now; "
-                "try again in a moment.",
-                field="trainer",
-            )
+        _lock_trainer(trainer_id)
         slots = purchase_schedule(purchase=purchase, now=now)
-        verdict = next(
-            v
-            for v in trainer_verdicts(purchase=purchase, slots=slots, all_trainers=True)
-            if v.trainer.id == str(trainer_id)
-        )
+        verdict = _verdict_of(purchase, trainer_id, slots)
         name = verdict.trainer.name
-        hard = [rule.label for rule in verdict.broken if rule.hard]
-        if hard:
-            raise OperationRefused(
-                f"{name} cannot take this purchase: {'; '.join(hard)}.",
-                field="trainer",
-            )
-        waived = [rule.label for rule in verdict.broken]
-        if waived and not reason:
-            raise OperationRefused(
-                f"{name} is {'; '.join(waived)}. Say why they can take it anyway "
-                "(for example: agreed on the phone).",
-                field="reason",
-            )
+        waived = _waived_by_hand(verdict, reason=reason, reason_field="reason")
         try:
             allocation.allocation_create(
                 purchase=purchase,
@@ -402,12 +371,7 @@ def purchase_reassign_trainer(
             raise OperationRefused(
                 "That trainer already has this purchase.", field="trainer"
             )
-        if (
-            not Trainer.objects.select_for_update(no_key=True)
-            .filter(pk=trainer_id)
-            .exists()
-        ):
-            raise OperationRefused("That trainer does not exist.", field="trainer")
+        _lock_trainer(trainer_id)
         previous = _current_trainer_name(purchase)
         allocation.allocation_release(
             purchase=purchase, now=now, moving=True, released_by=operator
@@ -415,19 +379,9 @@ def purchase_reassign_trainer(
         slots = purchase_schedule(purchase=purchase, now=now)
         verdict = _verdict_of(purchase, trainer_id, slots)
         name = verdict.trainer.name
-        hard = [rule.label for rule in verdict.broken if rule.hard]
-        if hard:
-            raise OperationRefused(
-                f"{name} cannot take this purchase: {'; '.join(hard)}.",
-                field="trainer",
-            )
-        waived = [rule.label for rule in verdict.broken]
-        if waived and not override_reason:
-            raise OperationRefused(
-                f"{name} is {'; '.join(waived)}. Say why they can take it anyway "
-                "(for example: agreed on the phone).",
-                field="override_reason",
-            )
+        waived = _waived_by_hand(
+            verdict, reason=override_reason, reason_field="override_reason"
+        )
         try:
             allocation.allocation_create(
                 purchase=purchase,
@@ -624,6 +578,46 @@ def _allocate_again(purchase: Purchase, *, operator: str, reason: str) -> None:
         # Pending already, with an unchanged reason: the change still counts.
         cache.learnings_invalidate(student_id=purchase.student_id)
     queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(purchase.pk))
+
+
+def _lock_trainer(trainer_id: uuid.UUID) -> None:
+    """Lock the trainer an operator chose before their verdict is read, so what
+    is checked holds at commit (a concurrent allocation of them goes around
+    us). Never waits for a lock another session holds (it may be a worker cut
+    off mid-allocation): the operator is told at once instead."""
+    if not Trainer.objects.filter(pk=trainer_id).exists():
+        raise OperationRefused("That trainer does not exist.", field="trainer")
+    if (
+        not Trainer.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(pk=trainer_id)
+        .exists()
+    ):
+        raise OperationRefused(
+            "That trainer is being booked by another transaction right now; "
+            "try again in a moment.",
+            field="trainer",
+        )
+
+
+def _waived_by_hand(
+    verdict: fit.Verdict, *, reason: str, reason_field: str
+) -> list[str]:
+    """The soft rules an operator's choice waives; refused for a hard rule, or
+    for soft ones without a reason (in ``reason_field``)."""
+    name = verdict.trainer.name
+    hard = [rule.label for rule in verdict.broken if rule.hard]
+    if hard:
+        raise OperationRefused(
+            f"{name} cannot take this purchase: {'; '.join(hard)}.", field="trainer"
+        )
+    waived = [rule.label for rule in verdict.broken]
+    if waived and not reason:
+        raise OperationRefused(
+            f"{name} is {'; '.join(waived)}. Say why they can take it anyway "
+            "(for example: agreed on the phone).",
+            field=reason_field,
+        )
+    return waived
 
 
 def _verdict_of(
