@@ -114,21 +114,14 @@ def purchase_assign_trainer(
         verdict = _verdict_of(purchase, trainer_id, slots)
         name = verdict.trainer.name
         waived = _waived_by_hand(verdict, reason=reason, reason_field="reason")
-        try:
-            allocation.allocation_create(
-                purchase=purchase,
-                trainer_id=trainer_id,
-                slots=slots,
-                now=now,
-                enforce_capacity=fit.Rule.AT_CAPACITY not in verdict.broken,
-                assigned_by=operator,
-                override_reason=reason,
-            )
-        except TrainerTaken as error:
-            raise OperationRefused(
-                f"{name} was just booked by another allocation; choose again.",
-                field="trainer",
-            ) from error
+        _reserve_by_hand(
+            purchase,
+            verdict,
+            slots=slots,
+            now=now,
+            operator=operator,
+            override_reason=reason,
+        )
         message = f"{operator} assigned {name}"
         if waived:
             message += f", waiving: {'; '.join(waived)}"
@@ -382,21 +375,14 @@ def purchase_reassign_trainer(
         waived = _waived_by_hand(
             verdict, reason=override_reason, reason_field="override_reason"
         )
-        try:
-            allocation.allocation_create(
-                purchase=purchase,
-                trainer_id=trainer_id,
-                slots=slots,
-                now=now,
-                enforce_capacity=fit.Rule.AT_CAPACITY not in verdict.broken,
-                assigned_by=operator,
-                override_reason=override_reason,
-            )
-        except TrainerTaken as error:
-            raise OperationRefused(
-                f"{name} was just booked by another allocation; choose again.",
-                field="trainer",
-            ) from error
+        _reserve_by_hand(
+            purchase,
+            verdict,
+            slots=slots,
+            now=now,
+            operator=operator,
+            override_reason=override_reason,
+        )
         message = f"{operator} re-assigned the purchase from {previous} to {name}"
         if waived:
             message += f", waiving: {'; '.join(waived)} ({override_reason})"
@@ -618,6 +604,35 @@ def _waived_by_hand(
             field=reason_field,
         )
     return waived
+
+
+def _reserve_by_hand(
+    purchase: Purchase,
+    verdict: fit.Verdict,
+    *,
+    slots: list[Slot],
+    now: dt.datetime,
+    operator: str,
+    override_reason: str,
+) -> None:
+    """Reserve the operator's trainer for ``slots``; a capacity they waived is
+    not enforced. Refused if the trainer was booked meanwhile."""
+    try:
+        allocation.allocation_create(
+            purchase=purchase,
+            trainer_id=uuid.UUID(verdict.trainer.id),
+            slots=slots,
+            now=now,
+            enforce_capacity=fit.Rule.AT_CAPACITY not in verdict.broken,
+            assigned_by=operator,
+            override_reason=override_reason,
+        )
+    except TrainerTaken as error:
+        raise OperationRefused(
+            f"{verdict.trainer.name} was just booked by another allocation; "
+            "choose again.",
+            field="trainer",
+        ) from error
 
 
 def _verdict_of(
