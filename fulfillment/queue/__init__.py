@@ -8,6 +8,12 @@ Callers write ``queue.defer(names.ALLOCATE_TRAINER, …)``: an attribute of this
 package, looked up at call time, so a test can replace it in one place.
 """
 
-from fulfillment.queue.deferring import defer, execute, job_manager
+from fulfillment.queue.deferring import (
+    Deferral,
+    defer,
+    deferral,
+    execute,
+    job_manager,
+)
 
-__all__ = ["defer", "execute", "job_manager"]
+__all__ = ["Deferral", "defer", "deferral", "execute", "job_manager"]
