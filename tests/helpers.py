@@ -210,6 +210,20 @@ def jobs(task: str | None = None, **filters: Any) -> list[ProcrastinateJob]:
     return list(queryset.filter(**filters).order_by("id"))
 
 
+def crash_after_allocating(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Make ``purchase_allocate`` raise ``error`` once the allocation, its
+    state change and the sessions job are all written (they are one statement
+    now; its last log line comes after it)."""
+    real_info = allocation.logger.info
+
+    def info(message: str, *args: Any, **kwargs: Any) -> None:
+        if message == "trainer allocated":
+            raise error
+        real_info(message, *args, **kwargs)
+
+    monkeypatch.setattr(allocation.logger, "info", info)
+
+
 def database_url_for_tests() -> str:
     """A URL for the test database, for worker processes started by tests."""
     params = connection.settings_dict

@@ -1,9 +1,11 @@
 """Stage 2: allocate a trainer to a purchase (CONTRACT §6).
 
 Safe under any number of concurrent workers: the purchase row is locked for the
-whole decision, each candidate trainer's row is locked while its capacity is
-counted, and the exclusion constraint on reservations is the last word on
-overlaps; a violation just means "try the next trainer".
+whole decision, and each candidate trainer's row is locked before its capacity
+is counted and its reservations checked for an overlap: every writer of a
+trainer's reservations holds that lock, so the check is exact, and a trainer
+found taken just means "try the next one". The exclusion constraint on
+reservations stays the last word on overlaps.
 
 A trainer row locked by someone else (a worker cut off mid-allocation, a
 session idle in a transaction) is never waited for: that trainer is busy for
@@ -17,8 +19,7 @@ import datetime as dt
 import logging
 import uuid
 
-import psycopg.errors
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -156,67 +157,74 @@ def allocation_create(
 ) -> TrainerAllocation:
     """Reserve the trainer for every slot, or raise ``TrainerTaken`` having
     changed nothing (``TrainerBusy`` if another transaction holds the trainer's
-    row: it is never waited for). Must run inside the caller's transaction."""
-    try:
-        # A savepoint: if this trainer is taken, its row lock and any partial
-        # reservations go away and the caller's transaction stays usable.
-        with transaction.atomic(), connection.cursor() as cursor:
-            # Our own lock (an operator's assignment locks first) is no conflict.
-            cursor.execute(
-                "SELECT max_active_students FROM fulfillment_trainer "
-                "WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
-                [trainer_id],
-            )
-            locked = cursor.fetchone()
-            if locked is None:
-                if Trainer.objects.filter(pk=trainer_id).exists():
-                    raise TrainerBusy
-                raise Trainer.DoesNotExist(f"trainer {trainer_id} does not exist")
-            allocation = TrainerAllocation(
-                id=uuid.uuid4(),
-                purchase=purchase,
-                trainer_id=trainer_id,
-                status=TrainerAllocation.Status.ACTIVE,
-                assigned_by=assigned_by,
-                override_reason=override_reason,
-                created_at=now,
-            )
-            # One statement for the capacity check, the allocation and every
-            # reservation. It runs after the lock, so its snapshot sees every
-            # allocation committed by whoever held the trainer before us.
-            cursor.execute(
-                _ALLOCATE_SQL,
-                {
-                    "id": allocation.id,
-                    "purchase": purchase.pk,
-                    "trainer": trainer_id,
-                    "enforce": enforce_capacity,
-                    "capacity": locked[0],
-                    "assigned_by": assigned_by,
-                    "override_reason": override_reason,
-                    "now": now,
-                    "sequences": [slot.sequence for slot in slots],
-                    "starts": [slot.starts_at for slot in slots],
-                    "ends": [slot.ends_at for slot in slots],
-                },
-            )
-            created = cursor.fetchone()
-            if not created or not created[0]:
-                raise TrainerTaken  # at capacity
-            allocation._state.adding = False
-            return allocation
-    except IntegrityError as error:
-        if isinstance(error.__cause__, psycopg.errors.ExclusionViolation):
-            raise TrainerTaken from error
-        raise
+    row: it is never waited for). Must run inside the caller's transaction.
+
+    Two statements. The trainer's row is locked first (our own lock, an
+    operator's assignment that locked first, is no conflict); every writer of
+    a trainer's reservations holds that lock, so the next statement's snapshot
+    sees all of them and checks capacity and overlaps exactly, then writes the
+    allocation and every reservation, or nothing. A trainer found taken stays
+    locked until the caller's transaction ends (no savepoint to roll back: two
+    round trips fewer per allocation); the exclusion constraint stays the last
+    word, and a violation of it fails the transaction for its retry.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT max_active_students FROM fulfillment_trainer "
+            "WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
+            [trainer_id],
+        )
+        locked = cursor.fetchone()
+        if locked is None:
+            if Trainer.objects.filter(pk=trainer_id).exists():
+                raise TrainerBusy
+            raise Trainer.DoesNotExist(f"trainer {trainer_id} does not exist")
+        allocation = TrainerAllocation(
+            id=uuid.uuid4(),
+            purchase=purchase,
+            trainer_id=trainer_id,
+            status=TrainerAllocation.Status.ACTIVE,
+            assigned_by=assigned_by,
+            override_reason=override_reason,
+            created_at=now,
+        )
+        cursor.execute(
+            _ALLOCATE_SQL,
+            {
+                "id": allocation.id,
+                "purchase": purchase.pk,
+                "trainer": trainer_id,
+                "enforce": enforce_capacity,
+                "capacity": locked[0],
+                "assigned_by": assigned_by,
+                "override_reason": override_reason,
+                "now": now,
+                "sequences": [slot.sequence for slot in slots],
+                "starts": [slot.starts_at for slot in slots],
+                "ends": [slot.ends_at for slot in slots],
+            },
+        )
+        created = cursor.fetchone()
+        if not created or not created[0]:
+            raise TrainerTaken  # at capacity, or a slot overlaps a reservation
+        allocation._state.adding = False
+        return allocation
 
 
 _ALLOCATE_SQL = """
 WITH allowed AS (
-    SELECT WHERE NOT %(enforce)s OR (
+    SELECT WHERE (NOT %(enforce)s OR (
         SELECT count(*) FROM fulfillment_trainerallocation
         WHERE trainer_id = %(trainer)s AND status = 'active'
-    ) < %(capacity)s
+    ) < %(capacity)s) AND NOT EXISTS (
+        -- The GiST index of the exclusion constraint, by trainer and time.
+        SELECT FROM fulfillment_reservation
+        WHERE trainer_id = %(trainer)s AND during && (
+            SELECT range_agg(tstzrange(starts_at, ends_at, '[)'))
+            FROM unnest(%(starts)s::timestamptz[], %(ends)s::timestamptz[])
+                AS slot(starts_at, ends_at)
+        )
+    )
 ), allocation AS (
     INSERT INTO fulfillment_trainerallocation
         (id, purchase_id, trainer_id, status, assigned_by, override_reason,
@@ -252,9 +260,11 @@ WITH purchase AS (
     SELECT payment_id, %(purchase)s, 'state_change', %(actor)s, %(from_status)s,
            'allocated', %(reason)s, now()
     FROM purchase
+), student AS (
+    UPDATE fulfillment_student SET learnings_version = learnings_version + 1
+    WHERE id = (SELECT student_id FROM purchase)
 )
-UPDATE fulfillment_student SET learnings_version = learnings_version + 1
-WHERE id = (SELECT student_id FROM purchase)
+SELECT {job} FROM purchase
 """
 
 
@@ -283,17 +293,22 @@ def allocation_complete(
                 actor=actor,
                 update_fields=("trainer", "allocated_at"),
             )
+        queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(purchase.pk))
     else:
-        # ``purchase_transition`` in one statement: the purchase, its trace row
-        # and the student's learnings version (no refresh: the sessions stage
-        # deferred below changes the learnings again).
+        # ``purchase_transition`` in one statement: the purchase, its trace row,
+        # the student's learnings version (no refresh: the sessions stage
+        # changes the learnings again) and the sessions job.
         purchase.status = Purchase.Status.ALLOCATED
         purchase.status_reason = reason
         purchase.updated_at = timezone.now()
+        job, job_params = queue.deferral(
+            names.MATERIALISE_SESSIONS, purchase_id=str(purchase.pk)
+        ).named()
         with connection.cursor() as cursor:
             cursor.execute(
-                _ALLOCATED_SQL,
+                _ALLOCATED_SQL.format(job=job),
                 {
+                    **job_params,
                     "purchase": purchase.pk,
                     "reason": reason,
                     "trainer": purchase.trainer_id,
@@ -312,7 +327,6 @@ def allocation_complete(
                 "actor": actor,
             },
         )
-    queue.defer(names.MATERIALISE_SESSIONS, purchase_id=str(purchase.pk))
     logger.info(
         "trainer allocated",
         extra={"purchase_id": str(purchase.pk), "trainer_id": verdict.trainer.id},

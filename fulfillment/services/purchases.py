@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from django.contrib.postgres.functions import TransactionNow
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Model
 from django.db.models.functions import Greatest
@@ -101,7 +100,7 @@ def _payment_succeeded(event: StripeEvent) -> EventResult:
     stored_metadata = metadata if isinstance(metadata, dict) else {}
     with transaction.atomic():
         _payment_intent_lock(payment_intent)
-        payment, created = _payment_get_or_create(
+        payment, created, refunded_first = _payment_get_or_create(
             Payment(
                 payment_intent=payment_intent,
                 amount=amount,
@@ -120,7 +119,8 @@ def _payment_succeeded(event: StripeEvent) -> EventResult:
             return EventResult(
                 Outcome.DUPLICATE, purchase_id, reason=payment.attention_reason
             )
-        _early_refund_apply(payment=payment)
+        if refunded_first:
+            _early_refund_apply(payment=payment)
         reason = "; ".join(problems)
         if not reason:
             try:
@@ -228,10 +228,9 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         )
     if course.mode == Course.Mode.HOME:
         require_location(request)
-    student_id = _student_upsert(request)
     purchase = Purchase(
         payment=payment,
-        student_id=student_id,
+        student_id=request.student_id,
         course=course,
         total_sessions=request.total_sessions,
         delivery_mode=request.delivery_mode.value,
@@ -246,29 +245,45 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         f"{format_amount(payment.amount, payment.currency)} recorded; "
         "trainer allocation pending."
     )
-    # The purchase and its first trace row (as ``trace_record`` writes it, on
-    # the transaction's clock) in one statement.
+    # Stripe does not promise order: when the refund came first, the purchase
+    # is born cancelled and nothing is allocated.
+    refunded_first = payment.status == Payment.Status.REFUNDED
+    # The student (created, or their learnings version bumped: the purchase
+    # changes their learnings), the purchase, its first trace row (as
+    # ``trace_record`` writes it, on the transaction's clock) and the
+    # allocation job: one statement, all or nothing.
     columns, values = _insert_values(purchase)
+    job = (
+        None
+        if refunded_first
+        else queue.deferral(names.ALLOCATE_TRAINER, purchase_id=str(purchase.pk))
+    )
+    placeholders = ", ".join(["%s"] * len(values))
+    # Table names and placeholders only: every value is a parameter.
+    sql = (  # noqa: S608
+        f"WITH student AS ({_STUDENT_UPSERT} RETURNING id), "  # noqa: S608
+        f"purchase AS (INSERT INTO {Purchase._meta.db_table} ({columns}) "
+        f"SELECT {placeholders} FROM student RETURNING id), "
+        f"trace AS (INSERT INTO {TraceEvent._meta.db_table} (payment_id, "
+        "purchase_id, kind, actor, from_status, to_status, message, created_at) "
+        "SELECT %s, id, %s, %s, '', %s, %s, now() FROM purchase) "
+    ) + (f"SELECT {job.sql} FROM purchase" if job else "SELECT 1")  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH purchase AS (INSERT INTO {Purchase._meta.db_table} "  # noqa: S608
-            f"({columns}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id) "
-            f"INSERT INTO {TraceEvent._meta.db_table} (payment_id, purchase_id, "
-            "kind, actor, from_status, to_status, message, created_at) "
-            "SELECT %s, id, %s, %s, '', %s, %s, now() FROM purchase",
+            sql,
             [
+                *_student_values(request),
                 *values,
                 payment.pk,
                 TraceEvent.Kind.STATE_CHANGE.value,
                 actor,
                 purchase.status,
                 message,
+                *(job.params if job else []),
             ],
         )
     _saved(purchase)
-    if payment.status == Payment.Status.REFUNDED:
-        # Stripe does not promise order: the refund came first, so the purchase is
-        # born cancelled and nothing is allocated.
+    if refunded_first:
         purchase_transition(
             purchase=purchase,
             to_status=Purchase.Status.REFUNDED,
@@ -276,9 +291,6 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
             actor=actor,
         )
         return purchase
-    # The upsert above bumped the student's learnings version; the allocation
-    # stage invalidates again whatever it decides, and defers the refresh.
-    queue.defer(names.ALLOCATE_TRAINER, purchase_id=str(purchase.pk))
     logger.info(
         "purchase recorded",
         extra={
@@ -572,27 +584,33 @@ def purchase_refund(
     return payment
 
 
-def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool]:
-    """The payment of ``candidate.payment_intent``, inserted unless it exists.
+def _payment_get_or_create(candidate: Payment) -> tuple[Payment, bool, bool]:
+    """The payment of ``candidate.payment_intent``, inserted unless it exists,
+    whether it was inserted, and whether a refund of it came first
+    (``EarlyRefund``; only for a new payment).
 
     ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a new payment is the
     candidate itself, not read back (its event JSON included); only a
     duplicate reads the stored row. A concurrent delivery of the same
     PaymentIntent waits on the unique index and then finds the winner's row.
+    Runs under the PaymentIntent's lock, so the refund check sees every refund
+    that was remembered before it.
     """
     columns, values = _insert_values(candidate)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Payment._meta.db_table} ({columns}) "  # noqa: S608
-            f"VALUES ({', '.join(['%s'] * len(values))}) "
-            "ON CONFLICT (payment_intent) DO NOTHING RETURNING id",
-            values,
+            f"WITH payment AS (INSERT INTO {Payment._meta.db_table} "  # noqa: S608
+            f"({columns}) VALUES ({', '.join(['%s'] * len(values))}) "
+            "ON CONFLICT (payment_intent) DO NOTHING RETURNING id) "
+            "SELECT EXISTS (SELECT FROM payment), EXISTS (SELECT FROM "
+            f"{EarlyRefund._meta.db_table} WHERE payment_intent = %s)",
+            [*values, candidate.payment_intent],
         )
-        inserted = cursor.fetchone()
-    if inserted is not None:
+        created, refunded_first = cursor.fetchone() or (False, False)
+    if created:
         _saved(candidate)
-        return candidate, True
-    return Payment.objects.get(payment_intent=candidate.payment_intent), False
+        return candidate, True, refunded_first
+    return Payment.objects.get(payment_intent=candidate.payment_intent), False, False
 
 
 def _insert_values(instance: Model) -> tuple[str, list[Any]]:
@@ -614,43 +632,43 @@ def _saved(instance: Model) -> None:
     instance._state.db = connection.alias
 
 
-def _student_upsert(request: PurchaseRequest) -> uuid.UUID:
-    """Create the student on first sight, or bump their learnings version (the
-    new purchase changes their learnings): one statement either way.
+# Create the student on first sight, or bump their learnings version (a new
+# purchase changes their learnings). No ORM call says "increment on conflict"
+# (``update_conflicts`` would copy the new row's version 0 over the current
+# one, reviving stale cache entries).
+_STUDENT_UPSERT = (
+    f"INSERT INTO {Student._meta.db_table} AS s (id, name, email, phone, "  # noqa: S608
+    "learnings_version, created_at) VALUES (%s, %s, %s, %s, 0, now()) "
+    "ON CONFLICT (id) DO UPDATE SET learnings_version = s.learnings_version + 1, "
+    # A later payment may bring the phone the first one lacked.
+    "phone = coalesce(nullif(s.phone, ''), excluded.phone)"
+)
 
-    No ORM call says "increment on conflict" (``update_conflicts`` would copy the
-    new row's version 0 over the current one, reviving stale cache entries).
-    """
-    table = Student._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} AS s (id, name, email, phone, "  # noqa: S608
-            "learnings_version, created_at) VALUES (%s, %s, %s, %s, 0, now()) "
-            "ON CONFLICT (id) DO UPDATE SET learnings_version = "
-            "s.learnings_version + 1, "
-            # A later payment may bring the phone the first one lacked.
-            "phone = coalesce(nullif(s.phone, ''), excluded.phone)",
-            [
-                request.student_id,
-                request.student_name,
-                request.student_email,
-                request.student_phone,
-            ],
-        )
-    return request.student_id
+
+def _student_values(request: PurchaseRequest) -> list[Any]:
+    return [
+        request.student_id,
+        request.student_name,
+        request.student_email,
+        request.student_phone,
+    ]
+
+
+_DELIVERY_INSERT = (
+    f"INSERT INTO {WebhookDelivery._meta.db_table} (event_id, event_type, "  # noqa: S608
+    "payment_intent, outcome, detail, received_at) "
+    "VALUES (%s, %s, %s, %s, %s, now())"
+)
 
 
 def _delivery(
     event_id: str, event_type: str, payment_intent: str, outcome: str, detail: str = ""
 ) -> None:
-    WebhookDelivery.objects.create(
-        received_at=TransactionNow(),
-        event_id=event_id,
-        event_type=event_type,
-        payment_intent=payment_intent,
-        outcome=outcome,
-        detail=detail,
-    )
+    """Record the delivery and what it did (on the transaction's clock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DELIVERY_INSERT, [event_id, event_type, payment_intent, outcome, detail]
+        )
 
 
 _Handler = Callable[[StripeEvent], EventResult]

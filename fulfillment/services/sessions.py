@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from fulfillment.exceptions import PurchaseNotFound
 from fulfillment.models import Purchase, TrainerAllocation, TutoringSession
-from fulfillment.services import cache
 from fulfillment.services.allocation import waitlist_retry_soon
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,12 @@ def sessions_materialise(
         # the sessions created.
         cursor.execute(
             _MATERIALISE_SQL,
-            {"purchase": purchase_id, "now": now, "window": SESSION_WINDOW},
+            {
+                "purchase": purchase_id,
+                "student": student_id,
+                "now": now,
+                "window": SESSION_WINDOW,
+            },
         )
         row = cursor.fetchone()
         if row is None or row[0] is None:  # no active allocation
@@ -82,11 +86,11 @@ def sessions_materialise(
             # The trainer's capacity changed: waiting purchases may fit now.
             waitlist_retry_soon()
         if created or completed:
-            # Only the version bump: the learnings API fills the cache on a
-            # miss at about the cost of a hit plus one read (measured by
-            # `make bench`), so a refresh job per purchase would warm entries
-            # nobody may read, at a job's cost, on the pipeline's hot path.
-            cache.learnings_invalidate(student_id=student_id, refresh=False)
+            # The statement bumped the learnings version, and no refresh job
+            # follows: the learnings API fills the cache on a miss at about the
+            # cost of a hit plus one read (measured by `make bench`), so a
+            # refresh per purchase would warm entries nobody may read, at a
+            # job's cost, on the pipeline's hot path.
             logger.info(
                 "sessions materialised",
                 extra={
@@ -133,6 +137,11 @@ WITH allocation AS (
     WHERE later.ends_at <= %(now)s
        OR later.number <= greatest(%(window)s - session_window.still_scheduled, 0)
     RETURNING id, sequence, starts_at, ends_at, status
+), bumped AS (
+    -- The learnings changed: the student's version moves on (the cache's key).
+    UPDATE fulfillment_student SET learnings_version = learnings_version + 1
+    WHERE id = %(student)s
+      AND (EXISTS (SELECT FROM created) OR EXISTS (SELECT FROM completed))
 )
 SELECT (SELECT id FROM allocation), (SELECT trainer_id FROM allocation),
        (SELECT count(*) FROM completed),

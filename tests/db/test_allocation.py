@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, transaction
 
-from fulfillment import queue
 from fulfillment.domain import fit
 from fulfillment.domain.fit import Rule
 from fulfillment.exceptions import PurchaseNotFound
@@ -31,7 +30,6 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
-from fulfillment.queue import names
 from fulfillment.selectors.trainers import (
     purchase_schedule,
     trainer_candidates,
@@ -311,15 +309,9 @@ def test_failure_after_the_defer_leaves_neither_allocation_nor_job(
     course = helpers.course()
     helpers.trainer(courses=[course])
     purchase = buy(signed_post, course)
-    real_defer = queue.defer
-
-    def defer_then_crash(task_name: str, **kwargs: Any) -> int | None:
-        job_id = real_defer(task_name, **kwargs)
-        if task_name == names.MATERIALISE_SESSIONS:
-            raise RuntimeError("crash right after the defer")
-        return job_id
-
-    monkeypatch.setattr(queue, "defer", defer_then_crash)
+    helpers.crash_after_allocating(
+        monkeypatch, RuntimeError("crash right after the defer")
+    )
 
     with pytest.raises(RuntimeError, match="crash right after the defer"):
         purchase_allocate(purchase_id=purchase.pk, actor="test", now=NOW)

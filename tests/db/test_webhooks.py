@@ -11,7 +11,6 @@ import pytest
 from django.db import OperationalError, connection, connections
 from django.test import Client
 
-from fulfillment import queue
 from fulfillment.models import (
     Payment,
     Purchase,
@@ -19,7 +18,7 @@ from fulfillment.models import (
     TraceEvent,
     WebhookDelivery,
 )
-from fulfillment.queue import names
+from fulfillment.services import purchases
 from fulfillment.testing import demo, stripe_events
 from tests.helpers import jobs, load_event
 
@@ -266,21 +265,22 @@ def test_online_course_needs_no_location(signed_post: Callable[..., Any]) -> Non
 def test_failure_after_the_defer_leaves_nothing_behind(
     signed_post: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_defer = queue.defer
+    # The allocation job is written with the purchase (one statement); the
+    # delivery record comes last, so failing there fails after the defer.
+    deferred: list[str] = []
 
-    def defer_then_fail(*args: Any, **kwargs: Any) -> Any:
-        job_id = real_defer(*args, **kwargs)
-        if args[0] == names.ALLOCATE_TRAINER:
-            raise OperationalError("connection lost right after the defer")
-        return job_id
+    def delivery_then_fail(*args: Any, **kwargs: Any) -> None:
+        deferred.extend(job.task_name for job in jobs())
+        raise OperationalError("connection lost right after the defer")
 
-    monkeypatch.setattr(queue, "defer", defer_then_fail)
+    monkeypatch.setattr(purchases, "_delivery", delivery_then_fail)
 
     response = signed_post(load_event("payment_intent_succeeded"))
 
     assert response.status_code == 503
     assert nothing_stored()
     assert not Student.objects.exists()
+    assert "fulfillment.tasks.allocate_trainer" in deferred
     # Only the catalogue's own job, from the fixture, is left.
     assert [job.task_name for job in jobs()] == [
         "fulfillment.tasks.reallocate_waitlist"

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from fulfillment import queue, tasks
+from fulfillment import tasks
 from fulfillment.models import (
     JobFailure,
     Purchase,
@@ -19,7 +19,6 @@ from fulfillment.models import (
     TrainerAllocation,
     TutoringSession,
 )
-from fulfillment.queue import names
 from fulfillment.testing import stripe_events
 from tests import helpers
 from tests.helpers import WorkerProcess, deliver, jobs, pay, wait_until
@@ -47,15 +46,9 @@ def test_failure_after_the_defer_inside_a_running_task_leaves_nothing_behind(
     course = helpers.course()
     helpers.trainer(courses=[course])
     _, purchase_id = pay(course=course)
-    real_defer = queue.defer
-
-    def defer_then_fail(task_name: str, **kwargs: Any) -> Any:
-        job_id = real_defer(task_name, **kwargs)
-        if task_name == names.MATERIALISE_SESSIONS:
-            raise RuntimeError("crash right after deferring the sessions job")
-        return job_id
-
-    monkeypatch.setattr(queue, "defer", defer_then_fail)
+    helpers.crash_after_allocating(
+        monkeypatch, RuntimeError("crash right after deferring the sessions job")
+    )
 
     # The worker runs with its own pooled connector, exactly as in production.
     run_worker(queues=["allocation"])
