@@ -81,11 +81,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files before sessions and auth: no cookie, no query per file.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, auth and messages middleware, skipped for /webhooks/
+    # (no cookie, no user there): fulfillment/web/middleware.py.
+    "fulfillment.web.middleware.SessionOutsideWebhooks",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "fulfillment.web.middleware.AuthenticationOutsideWebhooks",
+    "fulfillment.web.middleware.MessagesOutsideWebhooks",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -12,13 +12,19 @@ from typing import Any
 import stripe
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, DataError, InterfaceError, OperationalError
+from django.db import (
+    DatabaseError,
+    DataError,
+    InterfaceError,
+    OperationalError,
+    connection,
+)
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from fulfillment.domain.json_body import UnreadableBody, parse_json_body
-from fulfillment.domain.stripe import MalformedEvent, parse_event
+from fulfillment.domain.stripe import MalformedEvent, StripeEvent, parse_event
 from fulfillment.services.purchases import (
     EventResult,
     Outcome,
@@ -53,7 +59,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return _signature_refused(str(error))
     try:
         event = parse_event(parse_json_body(body))
-        result = stripe_event_process(event=event)
+        result = _process(event)
     except (UnreadableBody, MalformedEvent) as error:
         return _answer({"error": "malformed_payload", "detail": str(error)}, status=400)
     except (OperationalError, InterfaceError) as error:
@@ -72,6 +78,27 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         logger.exception("webhook could not be stored")
         return JsonResponse({"error": "database_error"}, status=503)
     return _answer(_body_for(result), status=200)
+
+
+def _process(event: StripeEvent) -> EventResult:
+    """The service, without Django's health-check probe of a reused connection
+    (one round trip of the delivery's few): a delivery that finds its pooled
+    connection dead (PostgreSQL restarted, a failover) runs once more on a new
+    one. Safe: the failed attempt's transaction stored nothing, and the service
+    is idempotent anyway. A connection opened for this delivery is not retried:
+    its error is the database's answer (503, and Stripe delivers again).
+    """
+    reused = connection.connection  # None: this delivery opens one
+    # Django's own flag (not in its stubs): the probe is done for this request.
+    connection.health_check_done = True  # type: ignore[attr-defined]
+    try:
+        return stripe_event_process(event=event)
+    except (OperationalError, InterfaceError):
+        if reused is None or not reused.broken:
+            raise
+    logger.info("webhook connection was dead; retrying on a new one")
+    connection.close()
+    return stripe_event_process(event=event)
 
 
 # Outcomes that name the purchase they are about (``null`` when there is none).

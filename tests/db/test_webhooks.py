@@ -7,7 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import OperationalError, connection, connections
 from django.test import Client
 
@@ -20,6 +24,7 @@ from fulfillment.models import (
 )
 from fulfillment.services import purchases
 from fulfillment.testing import demo, stripe_events
+from tests import helpers
 from tests.helpers import jobs, load_event
 
 pytestmark = pytest.mark.django_db
@@ -301,6 +306,59 @@ def test_database_unreachable_answers_503(
     assert response.json()["error"] == "database_unavailable"
 
 
+def test_a_delivery_does_not_probe_its_connection_first(
+    signed_post: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metadata = helpers.metadata_for(course=helpers.course())
+    signed_post(stripe_events.payment_intent_succeeded(metadata=metadata))  # opened
+    probes: list[bool] = []
+    real_is_usable = connection.is_usable
+
+    def is_usable() -> bool:
+        probes.append(True)
+        return real_is_usable()
+
+    metadata = helpers.metadata_for(course=helpers.course())
+    monkeypatch.setattr(connection, "is_usable", is_usable)
+    connection.health_check_enabled = True  # type: ignore[attr-defined]
+    # As at the start of any request:
+    connection.health_check_done = False  # type: ignore[attr-defined]
+
+    response = signed_post(stripe_events.payment_intent_succeeded(metadata=metadata))
+
+    assert response.json()["status"] == "accepted"
+    assert probes == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_on_a_connection_that_died_meanwhile_is_stored_on_a_new_one(
+    signed_post: Callable[..., Any],
+) -> None:
+    course = helpers.course()
+    first = signed_post(
+        stripe_events.payment_intent_succeeded(
+            metadata=helpers.metadata_for(course=course)
+        )
+    )
+    assert first.json()["status"] == "accepted"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    # PostgreSQL restarted, or a failover: the pooled connection is dead.
+    with psycopg.connect(helpers.database_url_for_tests(), autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    again = signed_post(
+        stripe_events.payment_intent_succeeded(
+            metadata=helpers.metadata_for(course=course)
+        )
+    )
+
+    assert again.status_code == 200, again.content
+    assert again.json()["status"] == "accepted"
+    assert Purchase.objects.filter(pk=again.json()["purchase_id"]).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_six_concurrent_deliveries_of_one_payment_intent_make_one_purchase() -> None:
     from django.core.management import call_command
@@ -382,3 +440,32 @@ def test_refund_cancels_a_pending_purchase_and_is_idempotent(
 
 def test_webhook_only_accepts_post(client: Client) -> None:
     assert client.get("/webhooks/stripe/").status_code == 405
+
+
+def test_the_webhook_path_skips_session_auth_and_messages(
+    signed_post: Callable[..., Any], client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    for middleware in (SessionMiddleware, AuthenticationMiddleware, MessageMiddleware):
+        real = middleware.process_request
+
+        def process_request(
+            self: Any, request: Any, real: Any = real, name: str = middleware.__name__
+        ) -> Any:
+            seen.append(f"{name} {request.path}")
+            return real(self, request)
+
+        monkeypatch.setattr(middleware, "process_request", process_request)
+    metadata = helpers.metadata_for(course=helpers.course())
+
+    answer = signed_post(stripe_events.payment_intent_succeeded(metadata=metadata))
+    assert answer.json()["status"] == "accepted"
+    assert seen == []
+    assert not answer.cookies
+
+    client.get("/admin/login/")
+    assert seen == [
+        "SessionMiddleware /admin/login/",
+        "AuthenticationMiddleware /admin/login/",
+        "MessageMiddleware /admin/login/",
+    ]
