@@ -142,6 +142,9 @@ class Bench:
         rate, seconds = self.args.webhook_rate, self.args.webhook_seconds
         count = int(rate * seconds)
         deliveries = [self.payment() for _ in range(count)]
+        with self.stk.database.connect() as conn:
+            postmaster = stack.postmaster_pid(conn)
+        cpu_before = self._cpu(postmaster)
         with Sender(port=self.stk.port, secret=self.stk.webhook_secret) as sender:
             start = time.monotonic()
             for number, delivery in enumerate(deliveries):
@@ -150,6 +153,7 @@ class Bench:
                     time.sleep(delay)
                 sender.submit(delivery)
             sender.wait_idle(120)
+        cpu = self._cpu_ms_per(count, cpu_before, self._cpu(postmaster))
         firsts = [d.attempts[0] for d in deliveries if d.attempts]
         times = [(a.ended - a.started) * 1000 for a in firsts]
         span = max(a.ended for a in firsts) - min(a.started for a in firsts)
@@ -162,6 +166,9 @@ class Bench:
             "p50_ms": round(percentile(times, 0.50), 1),
             "p99_ms": round(percentile(times, 0.99), 1),
             "max_ms": round(max(times), 1),
+            # Workers are stopped: web and PostgreSQL only.
+            "cpu_ms_per_delivery": round(sum(cpu.values()), 2),
+            "cpu_ms_per_delivery_by_group": cpu,
         }
 
     # --- 2. one payment at a time ---------------------------------------------------
@@ -270,10 +277,7 @@ class Bench:
             raise RuntimeError("no pipeline job succeeded")
         seconds = float(row[0])
         allocated, waitlisted, jobs, unsuccessful = (int(v) for v in row[1:])
-        cpu_ms = {
-            group: round((cpu_after[group] - cpu_before[group]) * 1000 / count, 2)
-            for group in cpu_after
-        }
+        cpu_ms = self._cpu_ms_per(count, cpu_before, cpu_after)
         result = {
             "worker_processes": processes,
             "payments": count,
@@ -355,6 +359,15 @@ class Bench:
             postmaster=postmaster,
         )
 
+    @staticmethod
+    def _cpu_ms_per(
+        count: int, before: dict[str, float], after: dict[str, float]
+    ) -> dict[str, float]:
+        return {
+            group: round((after[group] - before[group]) * 1000 / count, 2)
+            for group in after
+        }
+
     def _wait_every_job_done(self, *, timeout: float) -> None:
         """Until no purchase waits for its allocation and every job the burst
         caused (a refresh scheduled for later included) has finished."""
@@ -381,6 +394,11 @@ class Bench:
         self.start_workers(processes, queues="bench")
         count = self.args.burst
         counters: dict[str, float] = {}
+        with self.stk.database.connect() as conn:
+            postmaster = stack.postmaster_pid(conn)
+        # The command deferring the chains' first stages is left out, as the
+        # burst's load generator is (its backend's CPU is in PostgreSQL's).
+        cpu_before = self._cpu(postmaster)
         with self.counting(counters):
             self.stk.manage(
                 "bench_defer_chains", f"--chains={count}", f"--stages={CHAIN_STAGES}"
@@ -406,6 +424,7 @@ class Bench:
                     time.sleep(0.05)
                 else:
                     raise RuntimeError("the no-op chains did not drain in 600s")
+                cpu = self._cpu_ms_per(count, cpu_before, self._cpu(postmaster))
                 row = conn.execute(
                     """
                     SELECT extract(epoch FROM
@@ -427,6 +446,8 @@ class Bench:
             "seconds": round(seconds, 2),
             "chains_per_s": round(count / seconds, 1),
             "commits_per_chain": round(counters["commits"] / count, 1),
+            "cpu_ms_per_chain": round(sum(cpu.values()), 2),
+            "cpu_ms_per_chain_by_group": cpu,
         }
 
     # --- 5. allocation cost as the business grows (--curve) -----------------------
@@ -732,6 +753,8 @@ def _report(results: dict[str, Any]) -> None:
         (f"webhook p50 / p99 ms at {webhook['offered_per_s']:g}/s offered",
          f"{webhook['p50_ms']} / {webhook['p99_ms']}"),
         ("webhook deliveries/s answered", webhook["deliveries_per_s"]),
+        ("webhook CPU ms / delivery (web + PostgreSQL)",
+         webhook.get("cpu_ms_per_delivery", "-")),
         ("payment -> allocated p50 / p99 ms",
          f"{latency['p50_ms']} / {latency['p99_ms']}"),
     ]  # fmt: skip
@@ -771,6 +794,12 @@ def _report(results: dict[str, Any]) -> None:
         rows.append(("SQL statements per purchase (burst)",
                      reference["statements_per_purchase"]))  # fmt: skip
     rows.append(("commits per no-op chain", ceiling["commits_per_chain"]))
+    if "cpu_ms_per_chain" in ceiling:
+        chain = ceiling["cpu_ms_per_chain_by_group"]
+        rows.append((f"box CPU ms / no-op chain, {ceiling['worker_processes']} "
+                     "processes (workers / PostgreSQL)",
+                     f"{ceiling['cpu_ms_per_chain']} ({chain['workers']} / "
+                     f"{chain['postgres']})"))  # fmt: skip
     stack.print_table(rows, title="bench: results")
     results["summary"] = {
         "fulfilled_per_s": reference["fulfilled_per_s"],
