@@ -221,17 +221,25 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
     transaction; the payment must have no purchase yet.
     """
     request = parse_purchase_metadata(payment.metadata)
-    course = Course.objects.filter(pk=request.course_id).first()
+    # Only the two columns the purchase needs: building and compiling the ORM
+    # query and its model took a seventh of the webhook's CPU (py-spy, #15).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT title, mode FROM {Course._meta.db_table} WHERE id = %s",  # noqa: S608
+            [request.course_id],
+        )
+        course = cursor.fetchone()
     if course is None:
         raise MetadataError(
             "course_id", f"no course {request.course_id} in the catalogue"
         )
-    if course.mode == Course.Mode.HOME:
+    course_title, course_mode = course
+    if course_mode == Course.Mode.HOME:
         require_location(request)
     purchase = Purchase(
         payment=payment,
         student_id=request.student_id,
-        course=course,
+        course_id=request.course_id,
         total_sessions=request.total_sessions,
         delivery_mode=request.delivery_mode.value,
         start_date=request.start_date,
@@ -241,7 +249,7 @@ def purchase_create_from_payment(*, payment: Payment, actor: str) -> Purchase:
         status_reason="Waiting for the allocation job.",
     )
     message = (
-        f"Purchase of {course.title} for "
+        f"Purchase of {course_title} for "
         f"{format_amount(payment.amount, payment.currency)} recorded; "
         "trainer allocation pending."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.contrib.postgres.functions import TransactionNow
 
@@ -14,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 def trace_record(
     *,
-    payment: Payment,
+    payment: Payment | None = None,
+    payment_id: uuid.UUID | None = None,
     purchase: Purchase | None = None,
     kind: TraceEvent.Kind,
     actor: str,
@@ -22,11 +24,17 @@ def trace_record(
     from_status: str = "",
     to_status: str = "",
 ) -> TraceEvent:
+    """One trace row of ``payment`` (or of the payment with ``payment_id``:
+    the caller need not load it)."""
+    if payment is not None:
+        payment_id = payment.pk
+    if payment_id is None:
+        raise TypeError("trace_record needs the payment or its id")
     return TraceEvent.objects.create(
         # The transaction's clock, like procrastinate's job events, so one
         # transaction's rows sort together in the trace.
         created_at=TransactionNow(),
-        payment=payment,
+        payment_id=payment_id,
         purchase=purchase,
         kind=kind,
         actor=actor,
@@ -60,7 +68,7 @@ def purchase_transition(
         update_fields=["status", "status_reason", "updated_at", *update_fields]
     )
     trace_record(
-        payment=purchase.payment,
+        payment_id=purchase.payment_id,
         purchase=purchase,
         kind=TraceEvent.Kind.STATE_CHANGE,
         actor=actor,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from fulfillment.domain import fit
 from fulfillment.domain.fit import Rule
@@ -822,3 +822,35 @@ def _where(rnd: random.Random) -> dict[str, str]:
         "longitude": str(helpers.HOME[1] + rnd.uniform(-0.1, 0.1)),
         "delivery_mode": rnd.choice(["WEEKDAY_DAILY", "SUNDAY_ONLY"]),
     }
+
+
+# --- the purchase lock, written in SQL ------------------------------------------
+
+
+def test_the_locked_purchase_is_the_row_the_orm_loads(signed_post: SignedPost) -> None:
+    course = helpers.course()
+    helpers.trainer(courses=[course])
+    purchase = buy(signed_post, course)
+
+    with transaction.atomic():
+        locked = allocation._purchase_locked(purchase.pk)
+    loaded = Purchase.objects.select_related("course").get(pk=purchase.pk)
+
+    assert locked is not None
+    fields = [field.attname for field in Purchase._meta.concrete_fields]
+    assert [getattr(locked, f) for f in fields] == [getattr(loaded, f) for f in fields]
+    assert locked.course.title == loaded.course.title
+    assert locked.course.mode == loaded.course.mode
+    assert not locked._state.adding
+    assert allocation._purchase_locked(uuid.uuid4()) is None
+
+
+def test_no_field_of_the_locked_models_needs_a_database_converter() -> None:
+    # from_db() gets the driver's values as they come: right only while no
+    # field converts them (a JSONField, say, would need its converter applied).
+    for model in (Purchase, Course):
+        fields: list[Any] = list(model._meta.concrete_fields)
+        for field in fields:
+            column = field.get_col(model._meta.db_table)
+            assert not field.get_db_converters(connection), field
+            assert not connection.ops.get_db_converters(column), field
